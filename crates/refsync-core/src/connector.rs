@@ -80,7 +80,10 @@ pub struct ConnectorInfo {
     pub required_mappings: &'static [Placeholder],
 }
 
-fn placeholders_as_text<S: Serializer>(ps: &&'static [Placeholder], s: S) -> Result<S::Ok, S::Error> {
+fn placeholders_as_text<S: Serializer>(
+    ps: &&'static [Placeholder],
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let mut seq = s.serialize_seq(Some(ps.len()))?;
     for p in ps.iter() {
         seq.serialize_element(&p.to_string())?;
@@ -124,8 +127,10 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// subscription ids.
     async fn ensure_subscriptions(&self, callback_url: &str) -> Result<Vec<String>> {
         let _ = callback_url;
-        Err(Error::unsupported("this connector cannot manage webhook subscriptions")
-            .with_connector(self.info().name))
+        Err(
+            Error::unsupported("this connector cannot manage webhook subscriptions")
+                .with_connector(self.info().name),
+        )
     }
 
     /// Polls for changes since `since` that webhooks may have missed.

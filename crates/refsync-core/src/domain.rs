@@ -141,7 +141,10 @@ mod tests {
             .canonical(),
             "coupon:save-abc"
         );
-        assert_eq!(ReferralKey::Code { code: "AbC".into() }.canonical(), "code:AbC");
+        assert_eq!(
+            ReferralKey::Code { code: "AbC".into() }.canonical(),
+            "code:AbC"
+        );
     }
 
     #[test]

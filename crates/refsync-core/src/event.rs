@@ -171,7 +171,12 @@ pub struct CrmEvent {
 
 impl CrmEvent {
     /// A new event with only the required parts set.
-    pub fn new(source: impl Into<String>, kind: ObjectKind, id: impl Into<String>, change: Change) -> Self {
+    pub fn new(
+        source: impl Into<String>,
+        kind: ObjectKind,
+        id: impl Into<String>,
+        change: Change,
+    ) -> Self {
         CrmEvent {
             source: source.into(),
             delivery_id: None,
@@ -205,14 +210,26 @@ pub struct WebhookRequest {
 }
 
 /// Header names whose values are never printed.
-const SENSITIVE_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "set-cookie"];
+const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
 
 fn is_sensitive_header(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     SENSITIVE_HEADERS.contains(&lower.as_str())
-        || ["token", "secret", "signature", "api-key", "apikey", "password"]
-            .iter()
-            .any(|w| lower.contains(w))
+        || [
+            "token",
+            "secret",
+            "signature",
+            "api-key",
+            "apikey",
+            "password",
+        ]
+        .iter()
+        .any(|w| lower.contains(w))
 }
 
 impl WebhookRequest {
@@ -254,7 +271,9 @@ impl WebhookRequest {
 
     /// The query string of the URL (without `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.url.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(q))
+        self.url
+            .split_once('?')
+            .map(|(_, q)| q.split('#').next().unwrap_or(q))
     }
 }
 
@@ -265,7 +284,11 @@ impl fmt::Debug for WebhookRequest {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_list()
                     .entries(self.0.iter().map(|(n, v)| {
-                        let v = if is_sensitive_header(n) { "[redacted]" } else { v.as_str() };
+                        let v = if is_sensitive_header(n) {
+                            "[redacted]"
+                        } else {
+                            v.as_str()
+                        };
                         (n.as_str(), v)
                     }))
                     .finish()

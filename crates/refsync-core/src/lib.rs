@@ -16,13 +16,19 @@ pub use domain::{CampaignRef, ReferralKey, ReferredUser, Referrer};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Change, CrmEvent, EventObject, ObjectKind, Verification, WebhookRequest};
 pub use mapping::{
-    CrmObjectRef, DuplicatePolicy, FieldMapping, Placeholder, PushAction, PushOutcome, PushSpec, Template,
+    CrmObjectRef, DuplicatePolicy, FieldMapping, Placeholder, PushAction, PushOutcome, PushSpec,
+    Template,
 };
-pub use platform::{NewUser, PlatformUser, QualifyOutcome, ReferralPlatform, ReferrerRef, Reward, RewardStatus};
+pub use platform::{
+    NewUser, PlatformUser, QualifyOutcome, ReferralPlatform, ReferrerRef, Reward, RewardStatus,
+};
 pub use registry::{
-    BuildConnector, BuildPlatform, ConnectorDescriptor, InstanceConfig, NormalizeSettings, PlatformDescriptor, Registry,
+    BuildConnector, BuildPlatform, ConnectorDescriptor, InstanceConfig, NormalizeSettings,
+    PlatformDescriptor, Registry,
 };
-pub use rules::{Decision, QualificationRule, QualifyAction, QualifyCall, ReferralHistory, RuleSpec, Verdict};
+pub use rules::{
+    Decision, QualificationRule, QualifyAction, QualifyCall, ReferralHistory, RuleSpec, Verdict,
+};
 pub use secret::Secret;
 
 #[cfg(feature = "mock")]

@@ -284,7 +284,8 @@ impl FieldMapping {
     /// referral code), if any.
     pub fn field_for(&self, placeholder: &Placeholder) -> Option<&str> {
         self.0.iter().find_map(|(field, t)| {
-            matches!(t.parts.as_slice(), [Part::Value(p)] if p == placeholder).then_some(field.as_str())
+            matches!(t.parts.as_slice(), [Part::Value(p)] if p == placeholder)
+                .then_some(field.as_str())
         })
     }
 
@@ -388,12 +389,22 @@ mod tests {
 
     #[test]
     fn renders_placeholders_text_and_meta() {
-        let t = Template::parse("Referred by {Referrer First Name} ({form: Company}) {{x}}").unwrap();
+        let t =
+            Template::parse("Referred by {Referrer First Name} ({form: Company}) {{x}}").unwrap();
         assert_eq!(t.render(&user()).unwrap(), "Referred by Bob (Acme) {x}");
-        assert_eq!(Template::parse("const").unwrap().render(&user()).unwrap(), "const");
-        assert_eq!(Template::parse("{Referral Link}").unwrap().render(&user()), None);
         assert_eq!(
-            Template::parse("{campaign name}").unwrap().render(&user()).unwrap(),
+            Template::parse("const").unwrap().render(&user()).unwrap(),
+            "const"
+        );
+        assert_eq!(
+            Template::parse("{Referral Link}").unwrap().render(&user()),
+            None
+        );
+        assert_eq!(
+            Template::parse("{campaign name}")
+                .unwrap()
+                .render(&user())
+                .unwrap(),
             "Spring"
         );
     }
@@ -419,7 +430,8 @@ mod tests {
 
     #[test]
     fn field_for_finds_the_field_holding_a_placeholder() {
-        let m = FieldMapping::from_pairs([("cf_1", "{Referral Code}"), ("t", "x {Email}")]).unwrap();
+        let m =
+            FieldMapping::from_pairs([("cf_1", "{Referral Code}"), ("t", "x {Email}")]).unwrap();
         assert_eq!(m.field_for(&Placeholder::ReferralCode), Some("cf_1"));
         assert_eq!(m.field_for(&Placeholder::Email), None);
     }

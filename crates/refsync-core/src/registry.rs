@@ -23,7 +23,9 @@ pub type NormalizeSettings = fn(&serde_json::Value) -> Result<serde_json::Value>
 
 /// Builds a platform from its JSON settings.
 pub type BuildPlatform =
-    fn(serde_json::Value) -> Pin<Box<dyn Future<Output = Result<Arc<dyn ReferralPlatform>>> + Send>>;
+    fn(
+        serde_json::Value,
+    ) -> Pin<Box<dyn Future<Output = Result<Arc<dyn ReferralPlatform>>> + Send>>;
 
 /// How to make a connector: its static info and its constructor.
 #[derive(Clone)]
@@ -38,7 +40,9 @@ pub struct ConnectorDescriptor {
 
 impl fmt::Debug for ConnectorDescriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectorDescriptor").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("ConnectorDescriptor")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +57,9 @@ pub struct PlatformDescriptor {
 
 impl fmt::Debug for PlatformDescriptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlatformDescriptor").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("PlatformDescriptor")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -99,15 +105,29 @@ impl Registry {
 
     /// Builds connector `name` from `settings`; an unknown name is a config error listing the
     /// compiled-in ones.
-    pub fn build_connector(&self, name: &str, settings: &serde_json::Value) -> Result<Arc<dyn Connector>> {
+    pub fn build_connector(
+        &self,
+        name: &str,
+        settings: &serde_json::Value,
+    ) -> Result<Arc<dyn Connector>> {
         let d = self.connector(name).ok_or_else(|| {
             let known: Vec<&str> = self.connectors.keys().copied().collect();
             Error::config(format!(
                 "unknown connector {name:?}; compiled in: {}",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ))
         })?;
-        (d.build)(settings).map_err(|e| if e.connector().is_none() { e.with_connector(d.info.name) } else { e })
+        (d.build)(settings).map_err(|e| {
+            if e.connector().is_none() {
+                e.with_connector(d.info.name)
+            } else {
+                e
+            }
+        })
     }
 }
 
@@ -150,7 +170,8 @@ where
     C: Serialize + serde::de::DeserializeOwned,
 {
     let typed = parse_settings::<C>(settings)?;
-    serde_json::to_value(&typed).map_err(|e| Error::unexpected(format!("settings do not serialize: {e}")))
+    serde_json::to_value(&typed)
+        .map_err(|e| Error::unexpected(format!("settings do not serialize: {e}")))
 }
 
 /// Deserializes connector settings into `C`; errors are [`crate::ErrorKind::Config`] and name the
@@ -172,9 +193,16 @@ impl InstanceConfig {
     /// Checks the push mapping against the connector's required mappings.
     pub fn check_push(&self, info: &ConnectorInfo) -> Result<()> {
         match &self.push {
-            Some(p) => p.fields.check_required(info.required_mappings).map_err(|e| {
-                Error::config(format!("[push] of a {} instance: {}", info.name, e.message()))
-            }),
+            Some(p) => p
+                .fields
+                .check_required(info.required_mappings)
+                .map_err(|e| {
+                    Error::config(format!(
+                        "[push] of a {} instance: {}",
+                        info.name,
+                        e.message()
+                    ))
+                }),
             None => Ok(()),
         }
     }

@@ -75,7 +75,9 @@ impl Verdict {
     /// The rule name.
     pub fn rule(&self) -> &str {
         match self {
-            Verdict::Qualify { rule, .. } | Verdict::Unqualify { rule, .. } | Verdict::Skip { rule, .. } => rule,
+            Verdict::Qualify { rule, .. }
+            | Verdict::Unqualify { rule, .. }
+            | Verdict::Skip { rule, .. } => rule,
         }
     }
     /// The reason.
@@ -128,7 +130,10 @@ impl QualificationRule for LeadConverted {
                     None => format!("lead {lead_id} converted"),
                 },
             ),
-            other => skip(self, format!("{} is not a lead conversion", other.type_name())),
+            other => skip(
+                self,
+                format!("{} is not a lead conversion", other.type_name()),
+            ),
         }
     }
 }
@@ -147,15 +152,22 @@ impl QualificationRule for LeadConvertedAtStage {
     }
     fn evaluate(&self, event: &CrmEvent, history: &ReferralHistory) -> Verdict {
         let conversions = || {
-            history.events.iter().chain(std::iter::once(event)).filter_map(|e| match &e.change {
-                Change::LeadConverted { deal_id, .. } => Some(deal_id.as_deref()),
-                _ => None,
-            })
+            history
+                .events
+                .iter()
+                .chain(std::iter::once(event))
+                .filter_map(|e| match &e.change {
+                    Change::LeadConverted { deal_id, .. } => Some(deal_id.as_deref()),
+                    _ => None,
+                })
         };
         match &event.change {
             Change::LeadConverted { lead_id, deal_id } => {
                 let Some(deal) = deal_id else {
-                    return skip(self, format!("lead {lead_id} converted, but the deal is not known yet"));
+                    return skip(
+                        self,
+                        format!("lead {lead_id} converted, but the deal is not known yet"),
+                    );
                 };
                 match history.latest_stage(deal, None) {
                     Some(s) if s == self.stage => qualify(
@@ -164,27 +176,48 @@ impl QualificationRule for LeadConvertedAtStage {
                     ),
                     Some(s) => skip(
                         self,
-                        format!("lead converted; deal {deal} is at stage {s}, waiting for stage {}", self.stage),
+                        format!(
+                            "lead converted; deal {deal} is at stage {s}, waiting for stage {}",
+                            self.stage
+                        ),
                     ),
                     None => skip(
                         self,
-                        format!("lead converted; stage of deal {deal} not known yet, waiting for stage {}", self.stage),
+                        format!(
+                            "lead converted; stage of deal {deal} not known yet, waiting for stage {}",
+                            self.stage
+                        ),
                     ),
                 }
             }
             Change::StageChanged { to, .. } if event.object.kind == ObjectKind::Deal => {
                 if *to != self.stage {
-                    return skip(self, format!("deal moved to stage {to}, not {}", self.stage));
+                    return skip(
+                        self,
+                        format!("deal moved to stage {to}, not {}", self.stage),
+                    );
                 }
                 let deal = &event.object.id;
                 let converted = conversions().any(|d| d.is_none_or(|d| d == deal));
                 if converted {
                     qualify(self, format!("converted deal {deal} reached stage {to}"))
                 } else {
-                    skip(self, format!("deal {deal} reached stage {to}, but no lead conversion is known for it"))
+                    skip(
+                        self,
+                        format!(
+                            "deal {deal} reached stage {to}, but no lead conversion is known for it"
+                        ),
+                    )
                 }
             }
-            other => skip(self, format!("{} on {} is neither a conversion nor a deal stage change", other.type_name(), event.object.kind)),
+            other => skip(
+                self,
+                format!(
+                    "{} on {} is neither a conversion nor a deal stage change",
+                    other.type_name(),
+                    event.object.kind
+                ),
+            ),
         }
     }
 }
@@ -217,12 +250,24 @@ impl QualificationRule for DealStageChanged {
                     }
                     (Some(want), None) => skip(
                         self,
-                        format!("the event does not say the pipeline (rule requires {want}); enrich must fill it"),
+                        format!(
+                            "the event does not say the pipeline (rule requires {want}); enrich must fill it"
+                        ),
                     ),
-                    _ => qualify(self, format!("deal {} moved to stage {to}", event.object.id)),
+                    _ => qualify(
+                        self,
+                        format!("deal {} moved to stage {to}", event.object.id),
+                    ),
                 }
             }
-            other => skip(self, format!("{} on {} is not a deal stage change", other.type_name(), event.object.kind)),
+            other => skip(
+                self,
+                format!(
+                    "{} on {} is not a deal stage change",
+                    other.type_name(),
+                    event.object.kind
+                ),
+            ),
         }
     }
 }
@@ -244,7 +289,14 @@ impl QualificationRule for DealWon {
                     skip(self, format!("deal status is {to}, not won"))
                 }
             }
-            other => skip(self, format!("{} on {} is not a deal status change", other.type_name(), event.object.kind)),
+            other => skip(
+                self,
+                format!(
+                    "{} on {} is not a deal status change",
+                    other.type_name(),
+                    event.object.kind
+                ),
+            ),
         }
     }
 }
@@ -265,7 +317,9 @@ impl Default for CouponUsed {
 }
 
 fn default_paid_statuses() -> Vec<String> {
-    ["paid", "processing", "completed"].map(String::from).to_vec()
+    ["paid", "processing", "completed"]
+        .map(String::from)
+        .to_vec()
 }
 
 impl QualificationRule for CouponUsed {
@@ -278,8 +332,14 @@ impl QualificationRule for CouponUsed {
                 Some(s) if self.paid_statuses.iter().any(|p| p.eq_ignore_ascii_case(s)) => {
                     qualify(self, format!("coupon {code} used on a {s} order"))
                 }
-                Some(s) => skip(self, format!("coupon {code} used, but order status {s} is not paid")),
-                None => skip(self, format!("coupon {code} used, but the order status is unknown")),
+                Some(s) => skip(
+                    self,
+                    format!("coupon {code} used, but order status {s} is not paid"),
+                ),
+                None => skip(
+                    self,
+                    format!("coupon {code} used, but the order status is unknown"),
+                ),
             },
             other => skip(self, format!("{} is not a coupon use", other.type_name())),
         }
@@ -299,13 +359,18 @@ impl QualificationRule for UnqualifyOnStatus {
     }
     fn evaluate(&self, event: &CrmEvent, _history: &ReferralHistory) -> Verdict {
         match &event.change {
-            Change::StatusChanged { to, .. } if self.statuses.iter().any(|s| s.eq_ignore_ascii_case(to)) => {
+            Change::StatusChanged { to, .. }
+                if self.statuses.iter().any(|s| s.eq_ignore_ascii_case(to)) =>
+            {
                 Verdict::Unqualify {
                     rule: self.name(),
                     reason: format!("{} {} is now {to}", event.object.kind, event.object.id),
                 }
             }
-            other => skip(self, format!("{} is not one of the reverting statuses", other.type_name())),
+            other => skip(
+                self,
+                format!("{} is not one of the reverting statuses", other.type_name()),
+            ),
         }
     }
 }
@@ -316,7 +381,14 @@ pub struct AnyOf(pub Vec<Box<dyn QualificationRule>>);
 
 impl QualificationRule for AnyOf {
     fn name(&self) -> String {
-        format!("any_of({})", self.0.iter().map(|r| r.name()).collect::<Vec<_>>().join(","))
+        format!(
+            "any_of({})",
+            self.0
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
     }
     fn evaluate(&self, event: &CrmEvent, history: &ReferralHistory) -> Verdict {
         let mut reasons = Vec::new();
@@ -325,10 +397,16 @@ impl QualificationRule for AnyOf {
             // is part of the idempotency key.
             match rule.evaluate(event, history) {
                 Verdict::Qualify { rule, reason } => {
-                    return Verdict::Qualify { rule: self.name(), reason: format!("{rule}: {reason}") };
+                    return Verdict::Qualify {
+                        rule: self.name(),
+                        reason: format!("{rule}: {reason}"),
+                    };
                 }
                 Verdict::Unqualify { rule, reason } => {
-                    return Verdict::Unqualify { rule: self.name(), reason: format!("{rule}: {reason}") };
+                    return Verdict::Unqualify {
+                        rule: self.name(),
+                        reason: format!("{rule}: {reason}"),
+                    };
                 }
                 Verdict::Skip { reason, .. } => reasons.push(reason),
             }
@@ -344,7 +422,14 @@ pub struct AllOf(pub Vec<Box<dyn QualificationRule>>);
 
 impl QualificationRule for AllOf {
     fn name(&self) -> String {
-        format!("all_of({})", self.0.iter().map(|r| r.name()).collect::<Vec<_>>().join(","))
+        format!(
+            "all_of({})",
+            self.0
+                .iter()
+                .map(|r| r.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
     }
     fn evaluate(&self, event: &CrmEvent, history: &ReferralHistory) -> Verdict {
         if self.0.is_empty() {
@@ -365,7 +450,12 @@ impl QualificationRule for AllOf {
             });
             match before {
                 Some(r) => reasons.push(format!("earlier: {r}")),
-                None => return skip(self, format!("{} not satisfied: {}", rule.name(), now.reason())),
+                None => {
+                    return skip(
+                        self,
+                        format!("{} not satisfied: {}", rule.name(), now.reason()),
+                    );
+                }
             }
         }
         if now_any {
@@ -442,7 +532,9 @@ impl RuleSpec {
             RuleSpec::DealWon {} => Box::new(DealWon),
             RuleSpec::CouponUsed { paid_statuses } => {
                 if paid_statuses.is_empty() {
-                    return Err(Error::config("rule coupon_used: paid_statuses must not be empty"));
+                    return Err(Error::config(
+                        "rule coupon_used: paid_statuses must not be empty",
+                    ));
                 }
                 Box::new(CouponUsed {
                     paid_statuses: paid_statuses.clone(),
@@ -450,7 +542,9 @@ impl RuleSpec {
             }
             RuleSpec::UnqualifyOnStatus { statuses } => {
                 if statuses.is_empty() {
-                    return Err(Error::config("rule unqualify_on_status: statuses must not be empty"));
+                    return Err(Error::config(
+                        "rule unqualify_on_status: statuses must not be empty",
+                    ));
                 }
                 Box::new(UnqualifyOnStatus {
                     statuses: statuses.clone(),
@@ -460,7 +554,10 @@ impl RuleSpec {
                 if rules.is_empty() {
                     return Err(Error::config("rule any_of/all_of: rules must not be empty"));
                 }
-                let built = rules.iter().map(RuleSpec::build).collect::<Result<Vec<_>>>()?;
+                let built = rules
+                    .iter()
+                    .map(RuleSpec::build)
+                    .collect::<Result<Vec<_>>>()?;
                 if matches!(self, RuleSpec::AnyOf { .. }) {
                     Box::new(AnyOf(built))
                 } else {
@@ -473,17 +570,32 @@ impl RuleSpec {
 
 /// Which referral an event concerns: the linked referral, else the event's referral code, else
 /// its coupon, else its email within `campaign`.
-pub fn resolve_referral(event: &CrmEvent, history: &ReferralHistory, campaign: Option<&str>) -> Option<ReferralKey> {
+pub fn resolve_referral(
+    event: &CrmEvent,
+    history: &ReferralHistory,
+    campaign: Option<&str>,
+) -> Option<ReferralKey> {
     if let Some(k) = &history.referral {
         return Some(k.clone());
     }
-    if let Some(code) = event.referral_code.as_deref().filter(|c| !c.trim().is_empty()) {
-        return Some(ReferralKey::Code { code: code.trim().to_owned() });
+    if let Some(code) = event
+        .referral_code
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+    {
+        return Some(ReferralKey::Code {
+            code: code.trim().to_owned(),
+        });
     }
     if let Change::CouponUsed { code, .. } = &event.change {
-        return Some(ReferralKey::Coupon { coupon: code.clone() });
+        return Some(ReferralKey::Coupon {
+            coupon: code.clone(),
+        });
     }
-    match (event.email.as_deref(), campaign.or(history.campaign.as_deref())) {
+    match (
+        event.email.as_deref(),
+        campaign.or(history.campaign.as_deref()),
+    ) {
         (Some(email), Some(campaign)) if !email.trim().is_empty() => Some(ReferralKey::Email {
             email: email.trim().to_owned(),
             campaign: campaign.to_owned(),

@@ -30,7 +30,10 @@ fn converted(lead: &str, deal: Option<&str>) -> CrmEvent {
     )
 }
 fn rule(spec: &str) -> Box<dyn refsync_core::QualificationRule> {
-    serde_json::from_str::<RuleSpec>(spec).unwrap().build().unwrap()
+    serde_json::from_str::<RuleSpec>(spec)
+        .unwrap()
+        .build()
+        .unwrap()
 }
 fn linked() -> ReferralHistory {
     ReferralHistory {
@@ -43,9 +46,33 @@ fn linked() -> ReferralHistory {
 #[test]
 fn deal_won_only_on_won_deals() {
     let r = rule(r#"{"rule":"deal_won"}"#);
-    let won = CrmEvent::new("t", ObjectKind::Deal, "8", Change::StatusChanged { from: Some("open".into()), to: "won".into() });
-    let lost = CrmEvent::new("t", ObjectKind::Deal, "8", Change::StatusChanged { from: None, to: "lost".into() });
-    let lead_won = CrmEvent::new("t", ObjectKind::Lead, "8", Change::StatusChanged { from: None, to: "won".into() });
+    let won = CrmEvent::new(
+        "t",
+        ObjectKind::Deal,
+        "8",
+        Change::StatusChanged {
+            from: Some("open".into()),
+            to: "won".into(),
+        },
+    );
+    let lost = CrmEvent::new(
+        "t",
+        ObjectKind::Deal,
+        "8",
+        Change::StatusChanged {
+            from: None,
+            to: "lost".into(),
+        },
+    );
+    let lead_won = CrmEvent::new(
+        "t",
+        ObjectKind::Lead,
+        "8",
+        Change::StatusChanged {
+            from: None,
+            to: "won".into(),
+        },
+    );
     assert!(r.evaluate(&won, &linked()).is_qualify());
     assert!(!r.evaluate(&lost, &linked()).is_qualify());
     assert!(!r.evaluate(&lead_won, &linked()).is_qualify());
@@ -57,9 +84,16 @@ fn deal_stage_changed_respects_pipeline() {
     assert!(r.evaluate(&deal_stage("8", "3"), &linked()).is_qualify());
     assert!(!r.evaluate(&deal_stage("8", "2"), &linked()).is_qualify());
     let mut other_pipeline = deal_stage("8", "3");
-    other_pipeline.change = Change::StageChanged { pipeline: Some("9".into()), from: None, to: "3".into() };
+    other_pipeline.change = Change::StageChanged {
+        pipeline: Some("9".into()),
+        from: None,
+        to: "3".into(),
+    };
     let v = r.evaluate(&other_pipeline, &linked());
-    assert!(!v.is_qualify() && v.reason().contains("pipeline 9"), "{v:?}");
+    assert!(
+        !v.is_qualify() && v.reason().contains("pipeline 9"),
+        "{v:?}"
+    );
     // A stage *settings* change is another object kind and never counts.
     let mut stage_object = deal_stage("8", "3");
     stage_object.object.kind = ObjectKind::Other("stage".into());
@@ -88,7 +122,9 @@ fn lead_converted_at_stage_across_two_webhooks_in_either_order() {
 
 #[test]
 fn all_of_fires_once_when_the_last_fact_arrives() {
-    let r = rule(r#"{"rule":"all_of","rules":[{"rule":"lead_converted"},{"rule":"deal_stage_changed","to":"3"}]}"#);
+    let r = rule(
+        r#"{"rule":"all_of","rules":[{"rule":"lead_converted"},{"rule":"deal_stage_changed","to":"3"}]}"#,
+    );
     let conv = converted("L1", Some("D1"));
     let mut h = linked();
     assert!(!r.evaluate(&conv, &h).is_qualify(), "stage not reached yet");
@@ -97,7 +133,14 @@ fn all_of_fires_once_when_the_last_fact_arrives() {
     assert!(v.is_qualify(), "{v:?}");
     h.events.push(deal_stage("D1", "3"));
     // An unrelated later event does not fire again.
-    let later = CrmEvent::new("t", ObjectKind::Deal, "D1", Change::Updated { fields: vec!["title".into()] });
+    let later = CrmEvent::new(
+        "t",
+        ObjectKind::Deal,
+        "D1",
+        Change::Updated {
+            fields: vec!["title".into()],
+        },
+    );
     assert!(!r.evaluate(&later, &h).is_qualify());
 }
 
@@ -112,23 +155,69 @@ fn any_of_takes_the_first_that_qualifies() {
 #[test]
 fn coupon_used_needs_a_paid_order() {
     let r = rule(r#"{"rule":"coupon_used"}"#);
-    let ev = |s: Option<&str>| CrmEvent::new("t", ObjectKind::Order, "5", Change::CouponUsed { code: "FRIEND-1".into(), order_status: s.map(Into::into) });
-    assert!(r.evaluate(&ev(Some("processing")), &ReferralHistory::default()).is_qualify());
-    assert!(r.evaluate(&ev(Some("Completed")), &ReferralHistory::default()).is_qualify());
-    assert!(!r.evaluate(&ev(Some("pending")), &ReferralHistory::default()).is_qualify());
-    assert!(!r.evaluate(&ev(None), &ReferralHistory::default()).is_qualify());
+    let ev = |s: Option<&str>| {
+        CrmEvent::new(
+            "t",
+            ObjectKind::Order,
+            "5",
+            Change::CouponUsed {
+                code: "FRIEND-1".into(),
+                order_status: s.map(Into::into),
+            },
+        )
+    };
+    assert!(
+        r.evaluate(&ev(Some("processing")), &ReferralHistory::default())
+            .is_qualify()
+    );
+    assert!(
+        r.evaluate(&ev(Some("Completed")), &ReferralHistory::default())
+            .is_qualify()
+    );
+    assert!(
+        !r.evaluate(&ev(Some("pending")), &ReferralHistory::default())
+            .is_qualify()
+    );
+    assert!(
+        !r.evaluate(&ev(None), &ReferralHistory::default())
+            .is_qualify()
+    );
     // The coupon identifies the referral when nothing else does.
-    let d = decide(&[r], &ev(Some("completed")), &ReferralHistory::default(), None);
+    let d = decide(
+        &[r],
+        &ev(Some("completed")),
+        &ReferralHistory::default(),
+        None,
+    );
     let call = d[0].call.as_ref().unwrap();
-    assert_eq!(call.referral, ReferralKey::Coupon { coupon: "FRIEND-1".into() });
-    assert_eq!(call.idempotency_key(), "qualify:-:coupon:friend-1:coupon_used");
+    assert_eq!(
+        call.referral,
+        ReferralKey::Coupon {
+            coupon: "FRIEND-1".into()
+        }
+    );
+    assert_eq!(
+        call.idempotency_key(),
+        "qualify:-:coupon:friend-1:coupon_used"
+    );
 }
 
 #[test]
 fn unqualify_on_refund() {
     let r = rule(r#"{"rule":"unqualify_on_status","statuses":["refunded","cancelled"]}"#);
-    let ev = CrmEvent::new("t", ObjectKind::Order, "5", Change::StatusChanged { from: Some("completed".into()), to: "refunded".into() });
-    assert!(matches!(r.evaluate(&ev, &linked()), Verdict::Unqualify { .. }));
+    let ev = CrmEvent::new(
+        "t",
+        ObjectKind::Order,
+        "5",
+        Change::StatusChanged {
+            from: Some("completed".into()),
+            to: "refunded".into(),
+        },
+    );
+    assert!(matches!(
+        r.evaluate(&ev, &linked()),
+        Verdict::Unqualify { .. }
+    ));
     let d = decide(&[r], &ev, &linked(), None);
     assert_eq!(d[0].call.as_ref().unwrap().action, QualifyAction::Unqualify);
 }
@@ -136,12 +225,34 @@ fn unqualify_on_refund() {
 #[test]
 fn decide_resolves_the_referral_or_says_why_not() {
     let r = rule(r#"{"rule":"deal_won"}"#);
-    let mut won = CrmEvent::new("t", ObjectKind::Deal, "8", Change::StatusChanged { from: None, to: "won".into() });
-    let d = decide(std::slice::from_ref(&r), &won, &ReferralHistory::default(), None);
+    let mut won = CrmEvent::new(
+        "t",
+        ObjectKind::Deal,
+        "8",
+        Change::StatusChanged {
+            from: None,
+            to: "won".into(),
+        },
+    );
+    let d = decide(
+        std::slice::from_ref(&r),
+        &won,
+        &ReferralHistory::default(),
+        None,
+    );
     assert!(d[0].call.is_none());
-    assert!(d[0].verdict.reason().contains("no referral is linked"), "{:?}", d[0]);
+    assert!(
+        d[0].verdict.reason().contains("no referral is linked"),
+        "{:?}",
+        d[0]
+    );
     won.referral_code = Some(" ABC ".into());
-    let d = decide(std::slice::from_ref(&r), &won, &ReferralHistory::default(), Some("42"));
+    let d = decide(
+        std::slice::from_ref(&r),
+        &won,
+        &ReferralHistory::default(),
+        Some("42"),
+    );
     let call = d[0].call.as_ref().unwrap();
     assert_eq!(call.referral, ReferralKey::Code { code: "ABC".into() });
     assert_eq!(call.idempotency_key(), "qualify:42:code:ABC:deal_won");
@@ -149,7 +260,10 @@ fn decide_resolves_the_referral_or_says_why_not() {
     won.referral_code = None;
     won.email = Some("Ann@Example.com".into());
     let d = decide(&[r], &won, &ReferralHistory::default(), Some("42"));
-    assert_eq!(d[0].call.as_ref().unwrap().referral.canonical(), "email:42:ann@example.com");
+    assert_eq!(
+        d[0].call.as_ref().unwrap().referral.canonical(),
+        "email:42:ann@example.com"
+    );
 }
 
 #[test]
@@ -160,7 +274,11 @@ fn bad_rule_configs_are_config_errors() {
         r#"{"rule":"coupon_used","paid_statuses":[]}"#,
     ] {
         let spec: RuleSpec = serde_json::from_str(bad).unwrap();
-        assert_eq!(spec.build().unwrap_err().kind(), &refsync_core::ErrorKind::Config, "{bad}");
+        assert_eq!(
+            spec.build().unwrap_err().kind(),
+            &refsync_core::ErrorKind::Config,
+            "{bad}"
+        );
     }
     assert!(serde_json::from_str::<RuleSpec>(r#"{"rule":"deal_won","extra":1}"#).is_err());
     assert!(serde_json::from_str::<RuleSpec>(r#"{"rule":"deal_lost"}"#).is_err());
@@ -171,15 +289,31 @@ fn arb_change() -> impl Strategy<Value = Change> {
     prop_oneof![
         Just(Change::Created),
         Just(Change::Deleted),
-        (s(), s(), "[0-9]{0,2}").prop_map(|(pipeline, from, to)| Change::StageChanged { pipeline, from, to }),
+        (s(), s(), "[0-9]{0,2}").prop_map(|(pipeline, from, to)| Change::StageChanged {
+            pipeline,
+            from,
+            to
+        }),
         (s(), "[a-z]{0,8}").prop_map(|(from, to)| Change::StatusChanged { from, to }),
-        ("[A-Z0-9]{0,3}", s()).prop_map(|(lead_id, deal_id)| Change::LeadConverted { lead_id, deal_id }),
-        ("\\PC{0,6}", s()).prop_map(|(code, order_status)| Change::CouponUsed { code, order_status }),
+        ("[A-Z0-9]{0,3}", s())
+            .prop_map(|(lead_id, deal_id)| Change::LeadConverted { lead_id, deal_id }),
+        ("\\PC{0,6}", s())
+            .prop_map(|(code, order_status)| Change::CouponUsed { code, order_status }),
     ]
 }
 
 fn arb_event() -> impl Strategy<Value = CrmEvent> {
-    (prop_oneof![Just(ObjectKind::Deal), Just(ObjectKind::Lead), Just(ObjectKind::Order)], "[0-9]{0,2}", arb_change(), proptest::option::of("\\PC{0,4}"), proptest::option::of("\\PC{0,6}"))
+    (
+        prop_oneof![
+            Just(ObjectKind::Deal),
+            Just(ObjectKind::Lead),
+            Just(ObjectKind::Order)
+        ],
+        "[0-9]{0,2}",
+        arb_change(),
+        proptest::option::of("\\PC{0,4}"),
+        proptest::option::of("\\PC{0,6}"),
+    )
         .prop_map(|(k, id, c, code, email)| {
             let mut e = CrmEvent::new("p", k, id, c);
             e.referral_code = code;

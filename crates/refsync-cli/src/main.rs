@@ -1,0 +1,257 @@
+//! The `refsync` command.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use refsync::rules::decide;
+use refsync::{InstanceConfig, ReferralHistory, Registry, Verification, WebhookRequest};
+use serde_json::{Value, json};
+
+/// refsync: connect a referral program to the systems where referred people convert.
+#[derive(Debug, Parser)]
+#[command(name = "refsync", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the connectors compiled into this binary, with their capabilities.
+    Connectors {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify and parse a webhook body offline; print the canonical events (and rule verdicts
+    /// when the config has rules) as JSON. A rejected payload exits 1 with a one-line reason.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// Connector name (see `refsync connectors`).
+    #[arg(long)]
+    connector: String,
+    /// Instance config (TOML or JSON): `[settings]`, optional `campaign`, `[[rules]]`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A request header, `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// HTTP method of the request.
+    #[arg(long, default_value = "POST")]
+    method: String,
+    /// URL the request was sent to (signature schemes that sign the URL use it).
+    #[arg(long)]
+    url: Option<String>,
+    /// Verify as of this time (RFC 3339), e.g. to check a captured delivery.
+    #[arg(long)]
+    now: Option<String>,
+    /// Skip verification (print `"verified": null`).
+    #[arg(long)]
+    no_verify: bool,
+    /// The body file (`-` for standard input).
+    body: PathBuf,
+}
+
+/// Exit code of a rejected payload (bad signature, unparseable body).
+const REJECTED: u8 = 1;
+/// Exit code of a usage or config error.
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = refsync::default_registry();
+    match cli.command {
+        Command::Connectors { json } => {
+            print!("{}", connectors(&registry, json));
+            ExitCode::SUCCESS
+        }
+        Command::Inspect(args) => match inspect(&registry, &args) {
+            Ok(out) => {
+                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err((code, reason)) => {
+                eprintln!("refsync inspect: {}", reason.replace('\n', " "));
+                ExitCode::from(code)
+            }
+        },
+    }
+}
+
+fn connectors(registry: &Registry, json: bool) -> String {
+    if json {
+        let list: Vec<Value> = registry
+            .connectors()
+            .map(|c| serde_json::to_value(&c.info).unwrap_or(Value::Null))
+            .collect();
+        return serde_json::to_string_pretty(&list).unwrap_or_default() + "\n";
+    }
+    let mut rows = vec![[
+        "NAME".to_owned(),
+        "CONNECTOR".to_owned(),
+        "API".to_owned(),
+        "CAPABILITIES".to_owned(),
+        "REQUIRED MAPPINGS".to_owned(),
+    ]];
+    for c in registry.connectors() {
+        let i = &c.info;
+        rows.push([
+            i.name.to_owned(),
+            i.display_name.to_owned(),
+            i.api_version.to_owned(),
+            i.capabilities.names().join(", "),
+            i.required_mappings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ]);
+    }
+    if rows.len() == 1 {
+        return "no connectors compiled in (build with --features all, or one feature per connector)\n".to_owned();
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+type Failure = (u8, String);
+
+fn usage(msg: impl Into<String>) -> Failure {
+    (USAGE, msg.into())
+}
+
+fn read_config(path: &Path) -> Result<InstanceConfig, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        toml::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
+fn content_type_for(path: &Path) -> Option<&'static str> {
+    match path.extension()?.to_str()? {
+        "json" => Some("application/json"),
+        "xml" => Some("text/xml; charset=utf-8"),
+        "form" | "urlencoded" => Some("application/x-www-form-urlencoded"),
+        _ => None,
+    }
+}
+
+fn inspect(registry: &Registry, args: &InspectArgs) -> Result<Value, Failure> {
+    let config = match &args.config {
+        Some(p) => read_config(p)?,
+        None => InstanceConfig {
+            connector: None,
+            campaign: None,
+            settings: json!({}),
+            push: None,
+            rules: Vec::new(),
+        },
+    };
+    if let Some(c) = &config.connector {
+        if c != &args.connector {
+            return Err(usage(format!(
+                "the config is for connector {c:?}, not {:?}",
+                args.connector
+            )));
+        }
+    }
+    let connector = registry
+        .build_connector(&args.connector, &config.settings)
+        .map_err(|e| usage(e.to_string()))?;
+    if let Some(d) = registry.connector(&args.connector) {
+        config
+            .check_push(&d.info)
+            .map_err(|e| usage(e.to_string()))?;
+    }
+    let rules = config.build_rules().map_err(|e| usage(e.to_string()))?;
+    let now: DateTime<Utc> = match &args.now {
+        Some(t) => DateTime::parse_from_rfc3339(t)
+            .map_err(|e| {
+                usage(format!(
+                    "--now {t:?}: {e} (expected RFC 3339, e.g. 2026-01-31T12:00:00Z)"
+                ))
+            })?
+            .with_timezone(&Utc),
+        None => Utc::now(),
+    };
+    let body = if args.body.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| usage(format!("reading stdin: {e}")))?;
+        buf
+    } else {
+        std::fs::read(&args.body)
+            .map_err(|e| usage(format!("cannot read {}: {e}", args.body.display())))?
+    };
+    let mut request = WebhookRequest {
+        method: args.method.to_ascii_uppercase(),
+        url: args
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("/hooks/{}", args.connector)),
+        headers: Vec::new(),
+        body,
+    };
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| usage(format!("--header {h:?}: expected 'Name: value'")))?;
+        request
+            .headers
+            .push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    if request.header("content-type").is_none() {
+        if let Some(ct) = content_type_for(&args.body) {
+            request.headers.push(("Content-Type".into(), ct.into()));
+        }
+    }
+
+    let verified = if args.no_verify {
+        Value::Null
+    } else {
+        match connector.verify(&request, now) {
+            Ok(Verification::Verified { .. }) => Value::Bool(true),
+            Ok(Verification::Unverified { .. }) => Value::Bool(false),
+            Err(e) => return Err((REJECTED, format!("rejected: {e}"))),
+        }
+    };
+    let events = connector
+        .parse(&request)
+        .map_err(|e| (REJECTED, format!("rejected: {e}")))?;
+    let mut out = json!({ "verified": verified, "events": events });
+    if !rules.is_empty() {
+        let mut history = ReferralHistory::default();
+        let mut verdicts = Vec::new();
+        for e in &events {
+            verdicts.push(json!({
+                "object": e.object,
+                "decisions": decide(&rules, e, &history, config.campaign.as_deref()),
+            }));
+            history.events.push(e.clone());
+        }
+        out["verdicts"] = Value::Array(verdicts);
+    }
+    Ok(out)
+}

@@ -1,0 +1,185 @@
+//! The `refsync` binary, run as a user would.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn refsync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_refsync"))
+        .args(args)
+        .output()
+        .expect("run refsync")
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn example(file: &str) -> String {
+    root()
+        .join("examples/generic-webhook")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn connectors_lists_generic_webhook_with_capabilities() {
+    let out = refsync(&["connectors"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("generic-webhook"))
+        .expect("generic-webhook row");
+    assert!(
+        line.contains("webhooks, push") && line.contains("{Referral Code}"),
+        "{line}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&refsync(&["connectors", "--json"]).stdout).unwrap();
+    assert!(
+        json.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "generic-webhook")
+    );
+}
+
+#[test]
+fn inspect_prints_events_and_verdicts() {
+    let out = refsync(&[
+        "inspect",
+        "--connector",
+        "generic-webhook",
+        "--config",
+        &example("instance.toml"),
+        "--header",
+        "X-Refsync-Token: change-me-to-a-long-random-token",
+        &example("synthetic-deal-won.json"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(
+        v["events"][0]["object"],
+        serde_json::json!({"kind": "deal", "id": "8"})
+    );
+    assert_eq!(
+        v["events"][0]["change"],
+        serde_json::json!({"type": "status_changed", "from": null, "to": "won"})
+    );
+    assert_eq!(v["events"][0]["referral_code"], "ADA-42");
+    let decisions = &v["verdicts"][0]["decisions"];
+    assert_eq!(decisions[0]["verdict"], "qualify");
+    assert_eq!(
+        decisions[0]["call"]["referral"],
+        serde_json::json!({"by": "code", "code": "ADA-42"})
+    );
+    assert_eq!(decisions[1]["verdict"], "skip");
+}
+
+#[test]
+fn bad_token_exits_non_zero_with_one_line_reason() {
+    let out = refsync(&[
+        "inspect",
+        "--connector",
+        "generic-webhook",
+        "--config",
+        &example("instance.toml"),
+        "--header",
+        "X-Refsync-Token: wrong",
+        &example("synthetic-deal-won.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("token does not match"), "{err}");
+    assert!(
+        !err.contains("change-me-to-a-long-random-token"),
+        "the secret leaked: {err}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_signature_with_hmac_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("hmac.json");
+    std::fs::write(&cfg, r#"{"settings": {"auth": {"type": "hmac", "header": "X-Sig", "secret": "topsecret-1"},
+        "events": {"object_kind": {"value": "deal"}, "object_id": "/deal/id", "status": "/deal/status"}}}"#).unwrap();
+    let body = std::fs::read(example("synthetic-deal-won.json")).unwrap();
+    let good = refsync_http::hmac_sha256_hex(b"topsecret-1", &body);
+    let ok = refsync(&[
+        "inspect",
+        "--connector",
+        "generic-webhook",
+        "--config",
+        cfg.to_str().unwrap(),
+        "-H",
+        &format!("X-Sig: {good}"),
+        &example("synthetic-deal-won.json"),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = refsync(&[
+        "inspect",
+        "--connector",
+        "generic-webhook",
+        "--config",
+        cfg.to_str().unwrap(),
+        "-H",
+        "X-Sig: 00ff",
+        &example("synthetic-deal-won.json"),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("signature does not match"));
+    let skipped = refsync(&[
+        "inspect",
+        "--connector",
+        "generic-webhook",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--no-verify",
+        &example("synthetic-deal-won.json"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&skipped.stdout).unwrap();
+    assert_eq!(v["verified"], serde_json::Value::Null);
+    assert!(
+        v.get("verdicts").is_none(),
+        "no rules configured, so no verdicts"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_is_wrong() {
+    let out = refsync(&[
+        "inspect",
+        "--connector",
+        "nope",
+        &example("synthetic-deal-won.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("unknown connector \"nope\"; compiled in: generic-webhook")
+    );
+    let out = refsync(&[
+        "inspect",
+        "--connector",
+        "generic-webhook",
+        &example("synthetic-deal-won.json"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing field `auth`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,7 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+pub mod conformance;
+pub mod fake;
+pub mod openapi;
+pub mod sim;
