@@ -375,20 +375,18 @@ impl QualificationRule for UnqualifyOnStatus {
     }
 }
 
+fn combinator_name(kind: &str, rules: &[Box<dyn QualificationRule>]) -> String {
+    let names: Vec<String> = rules.iter().map(|r| r.name()).collect();
+    format!("{kind}({})", names.join(","))
+}
+
 /// Qualifies when any child rule qualifies (first one wins).
 #[derive(Debug)]
 pub struct AnyOf(pub Vec<Box<dyn QualificationRule>>);
 
 impl QualificationRule for AnyOf {
     fn name(&self) -> String {
-        format!(
-            "any_of({})",
-            self.0
-                .iter()
-                .map(|r| r.name())
-                .collect::<Vec<_>>()
-                .join(",")
-        )
+        combinator_name("any_of", &self.0)
     }
     fn evaluate(&self, event: &CrmEvent, history: &ReferralHistory) -> Verdict {
         let mut reasons = Vec::new();
@@ -422,14 +420,7 @@ pub struct AllOf(pub Vec<Box<dyn QualificationRule>>);
 
 impl QualificationRule for AllOf {
     fn name(&self) -> String {
-        format!(
-            "all_of({})",
-            self.0
-                .iter()
-                .map(|r| r.name())
-                .collect::<Vec<_>>()
-                .join(",")
-        )
+        combinator_name("all_of", &self.0)
     }
     fn evaluate(&self, event: &CrmEvent, history: &ReferralHistory) -> Verdict {
         if self.0.is_empty() {

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use refsync_core::rules::decide;
 use refsync_core::{
-    CampaignRef, Capabilities, Connector, ConnectorDescriptor, CrmEvent, DuplicatePolicy,
+    CampaignRef, Connector, ConnectorDescriptor, CrmEvent, DuplicatePolicy,
     ErrorKind, PushAction, PushOutcome, PushSpec, ReferralHistory, ReferredUser, Referrer,
     Registry, RuleSpec, Verification, WebhookRequest,
 };
@@ -1277,6 +1277,3 @@ fn health_unauthorized<H: Harness>(ctx: &Ctx<H>) -> TestResult {
         }
     })
 }
-
-/// Capabilities with nothing enabled, re-exported for harness authors' convenience.
-pub const NO_CAPABILITIES: Capabilities = Capabilities::NONE;
