@@ -22,9 +22,9 @@ use chrono::{DateTime, Utc};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use refsync_core::rules::decide;
 use refsync_core::{
-    CampaignRef, Connector, ConnectorDescriptor, CrmEvent, DuplicatePolicy,
-    ErrorKind, PushAction, PushOutcome, PushSpec, ReferralHistory, ReferredUser, Referrer,
-    Registry, RuleSpec, Verification, WebhookRequest,
+    CampaignRef, Connector, ConnectorDescriptor, CrmEvent, DuplicatePolicy, ErrorKind, PushAction,
+    PushOutcome, PushSpec, ReferralHistory, ReferredUser, Referrer, Registry, RuleSpec,
+    Verification, WebhookRequest,
 };
 use serde_json::{Value, json};
 
