@@ -656,6 +656,34 @@ fn sample_request<H: Harness>(ctx: &Ctx<H>) -> WebhookRequest {
     })
 }
 
+/// A rejection test proves nothing against a `verify` that rejects everything (a stub): each one
+/// first checks that a correctly authenticated request is accepted.
+fn require_accepts_valid<H: Harness>(ctx: &Ctx<H>, conn: &dyn Connector) -> Result<(), Failed> {
+    let now = Utc::now();
+    let mut req = sample_request(ctx);
+    ctx.harness
+        .authenticate(&mut req, now)
+        .map_err(|e| fail(format!("precondition: Harness::authenticate failed: {e}")))?;
+    conn.verify(&req, now).map(|_| ()).map_err(|e| {
+        fail(format!(
+            "precondition: verify must accept a correctly authenticated request before its rejections mean anything (see verify::accepts_valid): {e}"
+        ))
+    })
+}
+
+/// Likewise, "parse never panics" proves little against a `parse` that returns an error for
+/// everything: the connector must parse the sample fixture first.
+fn require_parses_sample<H: Harness>(ctx: &Ctx<H>, conn: &dyn Connector) -> Result<(), Failed> {
+    if ctx.sample.is_none() {
+        return Err(fail(
+            "precondition: no fixture to start from (see parse::fixtures_present)",
+        ));
+    }
+    conn.parse(&sample_request(ctx)).map(|_| ()).map_err(|e| {
+        fail(format!("precondition: parse must accept the first fixture before fuzzing it means anything: {e}"))
+    })
+}
+
 fn verify_accepts_valid<H: Harness>(ctx: &Ctx<H>) -> TestResult {
     let conn = ctx.offline()?;
     let now = Utc::now();
@@ -688,6 +716,7 @@ fn expect_unauthorized(result: refsync_core::Result<Verification>, what: &str) -
 
 fn verify_rejects_missing<H: Harness>(ctx: &Ctx<H>) -> TestResult {
     let conn = ctx.offline()?;
+    require_accepts_valid(ctx, conn.as_ref())?;
     expect_unauthorized(
         conn.verify(&sample_request(ctx), Utc::now()),
         "a request without credentials",
@@ -713,6 +742,7 @@ fn verify_rejects_wrong_secret<H: Harness>(ctx: &Ctx<H>) -> TestResult {
             "none of Harness::secrets appears as a string value in Harness::settings",
         ));
     }
+    require_accepts_valid(ctx, ctx.offline()?.as_ref())?;
     let conn = ctx.build(&settings)?;
     let now = Utc::now();
     let mut req = sample_request(ctx);
@@ -725,6 +755,7 @@ fn verify_rejects_wrong_secret<H: Harness>(ctx: &Ctx<H>) -> TestResult {
 
 fn verify_rejects_tampered<H: Harness>(ctx: &Ctx<H>) -> TestResult {
     let conn = ctx.offline()?;
+    require_accepts_valid(ctx, conn.as_ref())?;
     let now = Utc::now();
     let mut req = sample_request(ctx);
     ctx.harness.authenticate(&mut req, now).map_err(fail)?;
@@ -745,6 +776,7 @@ fn verify_rejects_tampered<H: Harness>(ctx: &Ctx<H>) -> TestResult {
 fn verify_rejects_stale<H: Harness>(ctx: &Ctx<H>) -> TestResult {
     let window = ctx.harness.replay_window().unwrap_or_default();
     let conn = ctx.offline()?;
+    require_accepts_valid(ctx, conn.as_ref())?;
     let now = Utc::now();
     let signed_at =
         now - chrono::Duration::from_std(window + Duration::from_secs(60)).unwrap_or_default();
@@ -780,6 +812,7 @@ fn verify_accepts_within_window<H: Harness>(ctx: &Ctx<H>) -> TestResult {
 fn parse_never_panics<H: Harness>(ctx: &Ctx<H>) -> TestResult {
     use proptest::test_runner::{Config, TestRunner};
     let conn = ctx.offline()?;
+    require_parses_sample(ctx, conn.as_ref())?;
     let mut runner = TestRunner::new(Config {
         cases: 512,
         failure_persistence: None,
@@ -804,6 +837,7 @@ fn parse_never_panics<H: Harness>(ctx: &Ctx<H>) -> TestResult {
 fn parse_never_panics_mutated<H: Harness>(ctx: &Ctx<H>) -> TestResult {
     use proptest::test_runner::{Config, TestRunner};
     let conn = ctx.offline()?;
+    require_parses_sample(ctx, conn.as_ref())?;
     let base = sample_request(ctx);
     let Ok(doc) = serde_json::from_slice::<Value>(&base.body) else {
         return Ok(Completion::ignored_with("the sample fixture is not JSON"));
