@@ -1134,14 +1134,14 @@ fn parse_text(text: &str, extension: Option<&str>) -> Result<Value, String> {
     if json_like {
         serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
     } else {
-        let yaml: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
+        let yaml: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
         Ok(yaml_to_json(yaml, 0))
     }
 }
 
-fn yaml_to_json(value: serde_yaml::Value, depth: usize) -> Value {
-    use serde_yaml::Value as Y;
+fn yaml_to_json(value: serde_norway::Value, depth: usize) -> Value {
+    use serde_norway::Value as Y;
     if depth > 512 {
         return Value::Null;
     }
@@ -1174,7 +1174,7 @@ fn yaml_to_json(value: serde_yaml::Value, depth: usize) -> Value {
                     Y::Bool(b) => b.to_string(),
                     Y::Number(n) => n.to_string(),
                     Y::Null => "null".to_owned(),
-                    other => serde_yaml::to_string(&other)
+                    other => serde_norway::to_string(&other)
                         .unwrap_or_default()
                         .trim()
                         .to_owned(),

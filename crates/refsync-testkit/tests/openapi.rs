@@ -488,7 +488,7 @@ fn pipedrive_form_body_and_spec_example_response() {
 
     // The vendor's own example answer for POST /persons validates against its schema.
     let text = std::fs::read_to_string(data("pipedrive/openapi-v1.yaml")).unwrap();
-    let raw: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let raw: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     let example = &raw["paths"]["/persons"]["post"]["responses"]["201"]["content"]["application/json"]
         ["example"];
     let example: Value = serde_json::to_value(example).unwrap();
