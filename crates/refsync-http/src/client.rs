@@ -138,6 +138,9 @@ pub struct ApiRequest {
     pub query: Vec<(String, String)>,
     /// Extra request headers.
     pub headers: Vec<(String, String)>,
+    /// Extra request headers whose values are credentials: sent marked sensitive and scrubbed
+    /// from error messages like the client's own auth.
+    pub secret_headers: Vec<(String, Secret)>,
     /// The body, if any.
     pub body: Option<Body>,
     /// The operation name for errors and logs (`push_referral`, `get_deal`, ...); default
@@ -162,6 +165,14 @@ impl fmt::Debug for ApiRequest {
             .field(
                 "headers",
                 &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field(
+                "secret_headers",
+                &self
+                    .secret_headers
+                    .iter()
+                    .map(|(k, _)| k)
+                    .collect::<Vec<_>>(),
             )
             .field(
                 "body",
@@ -189,6 +200,7 @@ impl ApiRequest {
             path: path.into(),
             query: Vec::new(),
             headers: Vec::new(),
+            secret_headers: Vec::new(),
             body: None,
             operation: "request",
             idempotent,
@@ -235,6 +247,13 @@ impl ApiRequest {
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+    /// Adds a request header whose value is a credential (an API key a receiver expects): it is
+    /// sent marked sensitive and never appears in errors or logs.
+    #[must_use]
+    pub fn secret_header(mut self, name: impl Into<String>, value: Secret) -> Self {
+        self.secret_headers.push((name.into(), value));
         self
     }
     /// Sets the body.
@@ -455,7 +474,12 @@ impl HttpClientBuilder {
                 .map_err(|_| config_err(format!("invalid value for default header {name}")))?;
             headers.insert(name, value);
         }
+        // Redirects are not followed: a redirect to another host would carry the credentials
+        // there (and turn a POST into a bodiless GET that "succeeds"). A 3xx is an error that
+        // asks for the final URL.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .user_agent(self.user_agent.as_str())
@@ -672,6 +696,17 @@ impl HttpClient {
             })?;
             rb = rb.header(name, value);
         }
+        for (name, value) in &req.secret_headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ctx(Error::config(format!("invalid header name {name:?}"))))?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
+                ctx(Error::config(format!(
+                    "the value of header {name} is not a valid header value"
+                )))
+            })?;
+            value.set_sensitive(true);
+            rb = rb.header(name, value);
+        }
         if let Some(body) = body {
             rb = rb
                 .header(CONTENT_TYPE, body.content_type.clone())
@@ -679,7 +714,13 @@ impl HttpClient {
         }
 
         let started = Instant::now();
-        let scrub_list = inner.auth.secrets(oauth_sent.as_ref());
+        let mut scrub_list = inner.auth.secrets(oauth_sent.as_ref());
+        scrub_list.extend(
+            req.secret_headers
+                .iter()
+                .map(|(_, v)| v.expose().to_owned())
+                .filter(|v| v.len() >= 4),
+        );
         let response = match rb.send().await {
             Ok(response) => response,
             Err(e) => return Ok(self.transport_failure(e, req, attempt, started, &scrub_list)),

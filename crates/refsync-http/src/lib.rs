@@ -18,7 +18,7 @@ pub use ratelimit::{RateLimit, RateLimiter, TokenBucket};
 pub use signature::{
     SignatureEncoding, basic_auth_header, basic_auth_matches, check_timestamp, constant_time_eq,
     hmac_sha1_base64, hmac_sha1_hex, hmac_sha256, hmac_sha256_base64, hmac_sha256_hex,
-    standard_webhooks, verify_hmac_sha1, verify_hmac_sha256,
+    secrets_equal, standard_webhooks, verify_hmac_sha1, verify_hmac_sha256,
 };
 pub use status::{
     error_from_response, error_kind_for_status, parse_retry_after, retry_after_from_headers,

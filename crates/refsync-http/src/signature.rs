@@ -60,6 +60,14 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// Compares two secrets (tokens, passwords) in constant time without revealing their lengths:
+/// both sides are hashed with SHA-256 first, so the comparison always covers 32 bytes.
+/// Use this for static tokens; [`constant_time_eq`] is for values of public, fixed length such
+/// as HMAC signatures.
+pub fn secrets_equal(provided: &[u8], expected: &[u8]) -> bool {
+    bool::from(Sha256::digest(provided).ct_eq(&Sha256::digest(expected)))
+}
+
 /// How a vendor encodes the signature it sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -692,4 +700,18 @@ mod tests {
     }
 
     const SECRET_B64: &str = "whsec_c2VjcmV0LWtleS1mb3ItdGVzdHM=";
+}
+
+#[cfg(test)]
+mod secrets_equal_tests {
+    use super::secrets_equal;
+
+    #[test]
+    fn equal_only_for_identical_secrets_of_any_length() {
+        assert!(secrets_equal(b"tok-123456", b"tok-123456"));
+        assert!(!secrets_equal(b"tok-123456", b"tok-123457"));
+        assert!(!secrets_equal(b"tok", b"tok-123456"));
+        assert!(!secrets_equal(b"", b"x"));
+        assert!(secrets_equal(b"", b""));
+    }
 }

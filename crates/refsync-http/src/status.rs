@@ -160,6 +160,14 @@ pub(crate) fn error_parts(
         None
     };
     let kind = error_kind_for_status(status, retry_after).unwrap_or(ErrorKind::Unexpected);
+    if (300..400).contains(&status) {
+        return (
+            kind,
+            format!(
+                "HTTP {status} from {connector}: redirects are not followed (credentials must not travel to another URL); configure the final URL"
+            ),
+        );
+    }
     let vendor = vendor_message(body).unwrap_or_else(|| {
         http::StatusCode::from_u16(status)
             .ok()

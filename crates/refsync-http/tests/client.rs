@@ -519,3 +519,84 @@ fn send_futures_are_send() {
     let fut = c.send(ApiRequest::get("https://example.invalid/"));
     assert_send(&fut);
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_credentials_stay_home() {
+    // The other origin counts requests: it must never see one.
+    let elsewhere_hits = Counter::default();
+    let c = elsewhere_hits.clone();
+    let elsewhere = serve(Router::new().route(
+        "/{*path}",
+        any(move || {
+            let c = c.clone();
+            async move {
+                c.hit();
+                StatusCode::OK
+            }
+        }),
+    ))
+    .await;
+    let target = format!("{}/stolen", elsewhere.url);
+    let redirecting = serve(Router::new().route(
+        "/{*path}",
+        any(move || {
+            let target = target.clone();
+            async move { (StatusCode::FOUND, [("location", target)], "") }
+        }),
+    ))
+    .await;
+    let http = HttpClient::builder("acme")
+        .base_url(&redirecting.url)
+        .auth(Auth::Header {
+            name: "X-Api-Key".into(),
+            value: Secret::new("redirect-secret-1234"),
+        })
+        .retry(fast_retry(1))
+        .build()
+        .unwrap();
+    let err = http
+        .send(ApiRequest::post_json("/hook", serde_json::json!({"a": 1})))
+        .await
+        .expect_err("a 302 is not a success");
+    assert_eq!(err.kind(), &ErrorKind::Unexpected);
+    assert!(
+        err.message().contains("redirects are not followed"),
+        "{err}"
+    );
+    assert_eq!(elsewhere_hits.get(), 0, "the redirect target was called");
+}
+
+#[tokio::test]
+async fn secret_request_headers_are_scrubbed_from_errors() {
+    // A server that echoes every header value it received in its error body.
+    let router = Router::new().route(
+        "/{*path}",
+        any(|headers: HeaderMap| async move {
+            let all: Vec<String> = headers
+                .values()
+                .map(|v| v.to_str().unwrap_or("").to_owned())
+                .collect();
+            (
+                StatusCode::BAD_REQUEST,
+                [("content-type", "application/json")],
+                serde_json::json!({"message": format!("bad request: {}", all.join(" "))})
+                    .to_string(),
+            )
+        }),
+    );
+    let server = serve(router).await;
+    let http = client(&server.url, fast_retry(1));
+    let err = http
+        .send(
+            ApiRequest::post_json("/receive", serde_json::json!({}))
+                .secret_header("X-Push-Key", Secret::new("push-key-s3cr3t-99")),
+        )
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("bad request"), "{shown}");
+    assert!(
+        !shown.contains("push-key-s3cr3t-99"),
+        "secret leaked: {shown}"
+    );
+}
