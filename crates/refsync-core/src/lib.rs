@@ -27,7 +27,8 @@ pub use registry::{
     PlatformDescriptor, Registry,
 };
 pub use rules::{
-    Decision, QualificationRule, QualifyAction, QualifyCall, ReferralHistory, RuleSpec, Verdict,
+    Decision, EventDecisions, QualificationRule, QualifyAction, QualifyCall, ReferralHistory,
+    RuleSpec, Verdict,
 };
 pub use secret::Secret;
 

@@ -175,9 +175,17 @@ where
 }
 
 /// Deserializes connector settings into `C`; errors are [`crate::ErrorKind::Config`] and name the
-/// offending field (serde's message, which never includes values of other fields).
+/// path of the offending setting (`invalid settings at auth.token: ...`).
 pub fn parse_settings<C: serde::de::DeserializeOwned>(settings: &serde_json::Value) -> Result<C> {
-    C::deserialize(settings).map_err(|e| Error::config(format!("invalid settings: {e}")))
+    serde_path_to_error::deserialize(settings).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            Error::config(format!("invalid settings: {inner}"))
+        } else {
+            Error::config(format!("invalid settings at {path}: {inner}"))
+        }
+    })
 }
 
 fn empty_object() -> serde_json::Value {

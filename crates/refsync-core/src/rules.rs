@@ -198,7 +198,13 @@ impl QualificationRule for LeadConvertedAtStage {
                     );
                 }
                 let deal = &event.object.id;
-                let converted = conversions().any(|d| d.is_none_or(|d| d == deal));
+                // A conversion that did not name its deal counts only for a deal linked to the
+                // referral: otherwise any deal reaching the stage would qualify.
+                let linked = history
+                    .links
+                    .iter()
+                    .any(|l| l.kind == ObjectKind::Deal && l.id == *deal);
+                let converted = conversions().any(|d| d.map_or(linked, |d| d == deal));
                 if converted {
                     qualify(self, format!("converted deal {deal} reached stage {to}"))
                 } else {
@@ -240,7 +246,12 @@ impl QualificationRule for DealStageChanged {
     }
     fn evaluate(&self, event: &CrmEvent, _history: &ReferralHistory) -> Verdict {
         match &event.change {
-            Change::StageChanged { pipeline, to, .. } if event.object.kind == ObjectKind::Deal => {
+            Change::StageChanged { pipeline, from, to }
+                if event.object.kind == ObjectKind::Deal =>
+            {
+                if from.as_deref() == Some(to.as_str()) {
+                    return skip(self, format!("deal stayed at stage {to}: not a move"));
+                }
                 if *to != self.to {
                     return skip(self, format!("deal moved to stage {to}, not {}", self.to));
                 }
@@ -636,6 +647,20 @@ impl QualifyCall {
     }
 }
 
+impl QualifyCall {
+    /// The key of "this referral in this campaign", without the rule: the engine allows one
+    /// successful qualification per such key, so two rules (or an edited rule) that both fire
+    /// for one referral still qualify it once. `idempotency_key` deduplicates redeliveries of the
+    /// same decision; this one enforces "at most once per campaign".
+    pub fn referral_key(&self) -> String {
+        format!(
+            "{}:{}",
+            self.campaign.as_deref().unwrap_or("-"),
+            self.referral.canonical()
+        )
+    }
+}
+
 /// The outcome of evaluating one rule on one event: its verdict and, for qualify/unqualify
 /// verdicts whose referral is known, the call to make.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -688,6 +713,37 @@ pub fn decide(
                     },
                     call: None,
                 },
+            }
+        })
+        .collect()
+}
+
+/// The rules' decisions on one event of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDecisions {
+    /// The event's object.
+    pub object: crate::event::EventObject,
+    /// One decision per rule, in rule order.
+    pub decisions: Vec<Decision>,
+}
+
+/// Evaluates `rules` on every event of one delivery, in order; each event sees the earlier
+/// events of the delivery in its history (after `history.events`). This is what
+/// `refsync inspect` prints as `verdicts` and what fixture expected files record.
+pub fn decide_delivery(
+    rules: &[Box<dyn QualificationRule>],
+    events: &[CrmEvent],
+    mut history: ReferralHistory,
+    campaign: Option<&str>,
+) -> Vec<EventDecisions> {
+    events
+        .iter()
+        .map(|e| {
+            let decisions = decide(rules, e, &history, campaign);
+            history.events.push(e.clone());
+            EventDecisions {
+                object: e.object.clone(),
+                decisions,
             }
         })
         .collect()

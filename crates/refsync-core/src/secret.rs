@@ -63,9 +63,52 @@ impl Serialize for Secret {
     }
 }
 
+/// Accepts only a string, and never quotes a wrongly typed value in its error (serde's default
+/// "invalid type: integer `98765`" would print a token written without quotes).
+struct SecretVisitor;
+
+const NOT_A_STRING: &str = "a secret must be a string (the value is not shown)";
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+        Ok(Secret::new(v))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_char<E: serde::de::Error>(self, _: char) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+    fn visit_bytes<E: serde::de::Error>(self, _: &[u8]) -> Result<Secret, E> {
+        Err(E::custom(NOT_A_STRING))
+    }
+}
+
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret::new)
+        deserializer.deserialize_any(SecretVisitor)
     }
 }
 
@@ -82,5 +125,16 @@ mod tests {
         let json = serde_json::to_string(&s).unwrap();
         let back: Secret = serde_json::from_str(&json).unwrap();
         assert_eq!(back.expose(), "hunter2-very-secret");
+    }
+
+    #[test]
+    fn wrongly_typed_values_are_not_quoted_in_errors() {
+        for text in ["98765432123", "-98765432123", "9876.54321", "true"] {
+            let e = serde_json::from_str::<Secret>(text)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("must be a string"), "{e}");
+            assert!(!e.contains(text), "the value leaked: {e}");
+        }
     }
 }

@@ -344,3 +344,64 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_conversion_without_its_deal_counts_only_for_linked_deals() {
+    let r = rule(r#"{"rule":"lead_converted_at_stage","stage":"3"}"#);
+    let mut h = linked();
+    h.events.push(converted("L1", None));
+    assert!(
+        !r.evaluate(&deal_stage("D9", "3"), &h).is_qualify(),
+        "D9 is not linked to the referral"
+    );
+    h.links.push(refsync_core::CrmObjectRef {
+        kind: ObjectKind::Deal,
+        id: "D9".into(),
+    });
+    assert!(r.evaluate(&deal_stage("D9", "3"), &h).is_qualify());
+}
+
+#[test]
+fn staying_at_a_stage_is_not_a_stage_change() {
+    let r = rule(r#"{"rule":"deal_stage_changed","to":"3"}"#);
+    let mut e = deal_stage("8", "3");
+    e.change = Change::StageChanged {
+        pipeline: None,
+        from: Some("3".into()),
+        to: "3".into(),
+    };
+    assert!(!r.evaluate(&e, &linked()).is_qualify());
+}
+
+#[test]
+fn two_rules_firing_for_one_referral_share_the_referral_key() {
+    let rules = vec![
+        rule(r#"{"rule":"deal_won"}"#),
+        rule(r#"{"rule":"deal_stage_changed","to":"5"}"#),
+    ];
+    let events = [
+        deal_stage("8", "5"),
+        CrmEvent::new(
+            "t",
+            ObjectKind::Deal,
+            "8",
+            Change::StatusChanged {
+                from: None,
+                to: "won".into(),
+            },
+        ),
+    ];
+    let out = refsync_core::rules::decide_delivery(&rules, &events, linked(), None);
+    let calls: Vec<_> = out
+        .iter()
+        .flat_map(|e| e.decisions.iter().filter_map(|d| d.call.as_ref()))
+        .collect();
+    assert_eq!(
+        calls.len(),
+        2,
+        "each rule decides; the engine qualifies once per referral key"
+    );
+    assert_ne!(calls[0].idempotency_key(), calls[1].idempotency_key());
+    assert_eq!(calls[0].referral_key(), "42:code:R1");
+    assert_eq!(calls[0].referral_key(), calls[1].referral_key());
+}
