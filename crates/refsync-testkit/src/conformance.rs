@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use refsync_core::rules::decide;
+use refsync_core::rules::decide_delivery;
 use refsync_core::{
     CampaignRef, Connector, ConnectorDescriptor, CrmEvent, DuplicatePolicy, ErrorKind, PushAction,
     PushOutcome, PushSpec, ReferralHistory, ReferredUser, Referrer, Registry, RuleSpec,
@@ -609,12 +609,8 @@ fn secrets_absent<H: Harness>(ctx: &Ctx<H>) -> TestResult {
             rt.block_on(async {
                 let sim = ctx.harness.simulator().await.map_err(fail)?;
                 sim.inject(
-                    FaultRule::new(Fault::Status {
-                        status: 401,
-                        headers: vec![],
-                        body: br#"{"error":"unauthorized"}"#.to_vec(),
-                    })
-                    .always(),
+                    // A careless server that echoes every credential it received.
+                    FaultRule::new(Fault::Echo { status: 401 }).always(),
                 );
                 let conn = ctx.build(&ctx.harness.settings(Some(&sim.base_url())))?;
                 if let Ok(spec) = ctx.harness.push_spec() {
@@ -999,16 +995,8 @@ pub fn expected_output(conn: &dyn Connector, req: &WebhookRequest, rules: &[Rule
             let built: Vec<_> = rules.iter().filter_map(|r| r.build().ok()).collect();
             let mut out = json!({ "events": events });
             if !built.is_empty() {
-                let mut history = ReferralHistory::default();
-                let mut verdicts = Vec::new();
-                for e in &events {
-                    verdicts.push(
-                        serde_json::to_value(decide(&built, e, &history, None))
-                            .unwrap_or(Value::Null),
-                    );
-                    history.events.push(e.clone());
-                }
-                out["verdicts"] = Value::Array(verdicts);
+                let verdicts = decide_delivery(&built, &events, ReferralHistory::default(), None);
+                out["verdicts"] = serde_json::to_value(verdicts).unwrap_or(Value::Null);
             }
             out
         }

@@ -290,6 +290,13 @@ pub enum Fault {
         /// The status code.
         status: u16,
     },
+    /// Answers with `status` and a JSON body whose `message` repeats everything the request
+    /// carried — every header value, the path with its query, the body — as a careless or
+    /// hostile server might: a client must not copy any of it into its errors or logs.
+    Echo {
+        /// The status code.
+        status: u16,
+    },
     /// Sleeps this long, then runs the handler normally.
     Latency(Duration),
     /// Closes the connection without sending any response (the client sees a connection error
@@ -640,6 +647,15 @@ async fn handle_request(
             status,
             &serde_json::json!({ "error": "simulated server error", "status": status }),
         ),
+        Some(Fault::Echo { status }) => {
+            let mut echoed: Vec<String> = recorded.headers.iter().map(|(_, v)| v.clone()).collect();
+            echoed.push(recorded.path_and_query());
+            echoed.push(String::from_utf8_lossy(&recorded.body).into_owned());
+            SimResponse::json(
+                status,
+                &serde_json::json!({ "error": "echo", "message": echoed.join(" ") }),
+            )
+        }
         Some(Fault::Latency(delay)) => {
             tokio::time::sleep(delay).await;
             shared.handler.handle(&recorded)
