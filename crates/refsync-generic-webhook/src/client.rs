@@ -19,11 +19,18 @@ pub struct PushClient {
 impl PushClient {
     /// Builds the client for `target`.
     pub fn new(target: PushTarget) -> Result<Self> {
+        // Only the origin goes into the client (whose Debug shows its base URL); the full URL,
+        // which may carry a token, is passed per request.
+        let origin = crate::config::origin(target.url.expose()).ok_or_else(|| {
+            Error::config("push.url must be an absolute http(s) URL with a host")
+                .with_connector(NAME)
+        })?;
         let http = HttpClient::builder(NAME)
-            .base_url(target.url.clone())
+            .base_url(origin)
             .timeout(Duration::from_secs(target.timeout_secs))
             .auth(Auth::None)
-            // Pushes are POSTs: only 429s are retried (the receiver said it did nothing).
+            // Pushes are POSTs: the client retries only 429s (the receiver said it did nothing);
+            // other failures go back to the caller, whose outbox decides.
             .retry(RetryPolicy::default())
             .build()?;
         Ok(PushClient { http, target })
@@ -31,7 +38,7 @@ impl PushClient {
 
     /// Sends `body`; returns the response.
     pub async fn send(&self, body: Value) -> Result<ApiResponse> {
-        let url = self.target.url.clone();
+        let url = self.target.url.expose().to_owned();
         let mut req = match self.target.method.to_ascii_uppercase().as_str() {
             "PUT" => ApiRequest::put_json(url, body).idempotent(false),
             "PATCH" => ApiRequest::patch_json(url, body),
@@ -39,7 +46,7 @@ impl PushClient {
         }
         .operation("push_referral");
         for (k, v) in &self.target.headers {
-            req = req.header(k.clone(), v.expose().to_owned());
+            req = req.secret_header(k.clone(), v.clone());
         }
         self.http.send(req).await
     }
@@ -53,9 +60,9 @@ impl PushClient {
             .with_connector(NAME)
             .with_operation("health_check"));
         };
-        let mut req = ApiRequest::get(url.clone()).operation("health_check");
+        let mut req = ApiRequest::get(url.expose().to_owned()).operation("health_check");
         for (k, v) in &self.target.headers {
-            req = req.header(k.clone(), v.expose().to_owned());
+            req = req.secret_header(k.clone(), v.clone());
         }
         self.http.send(req).await.map(|_| ())
     }

@@ -214,8 +214,9 @@ pub enum ChangeType {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PushTarget {
-    /// Target URL (http or https).
-    pub url: String,
+    /// Target URL (http or https). Kept secret: catch-hook URLs of Zapier, Make or n8n work as
+    /// passwords, so the URL is never printed.
+    pub url: Secret,
     /// HTTP method.
     #[serde(default = "default_method")]
     pub method: String,
@@ -231,8 +232,9 @@ pub struct PushTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_id: Option<String>,
     /// URL probed by `health_check` with a GET (optional: many receivers accept only POST).
+    /// Kept secret like `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health_url: Option<String>,
+    pub health_url: Option<Secret>,
     /// Timeout in seconds.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
@@ -243,6 +245,18 @@ fn default_method() -> String {
 }
 fn default_timeout() -> u64 {
     10
+}
+
+/// `scheme://host[:port]` of an http(s) URL, or `None` when it is not one.
+pub fn origin(url: &str) -> Option<&str> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let host_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if host_len == 0 {
+        return None;
+    }
+    Some(&url[..url.len() - rest.len() + host_len])
 }
 
 /// Marker in a body template replaced by the mapped fields.
@@ -279,11 +293,16 @@ impl GenericWebhookConfig {
             }
         }
         if let Some(p) = &self.push {
-            if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
-                return Err(Error::config(format!(
-                    "push.url must be an http(s) URL, got {:?}",
-                    p.url
-                )));
+            for (what, url) in [
+                ("push.url", Some(&p.url)),
+                ("push.health_url", p.health_url.as_ref()),
+            ] {
+                if url.is_some_and(|u| origin(u.expose()).is_none()) {
+                    // The URL itself is not echoed: it may carry a token.
+                    return Err(Error::config(format!(
+                        "{what} must be an absolute http(s) URL with a host"
+                    )));
+                }
             }
             if !["POST", "PUT", "PATCH"].contains(&p.method.to_ascii_uppercase().as_str()) {
                 return Err(Error::config(format!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use refsync_core::{Change, CrmEvent, Error, ObjectKind, Result, Verification, WebhookRequest};
 use refsync_http::{
-    basic_auth_matches, check_timestamp, constant_time_eq, standard_webhooks, verify_hmac_sha256,
+    basic_auth_matches, check_timestamp, secrets_equal, standard_webhooks, verify_hmac_sha256,
 };
 use serde_json::Value;
 
@@ -124,7 +124,7 @@ pub fn verify(
                     ));
                 }
             };
-            if constant_time_eq(provided.trim().as_bytes(), token.expose().as_bytes()) {
+            if secrets_equal(provided.trim().as_bytes(), token.expose().as_bytes()) {
                 Ok(Verification::Verified {
                     scheme: "token".into(),
                 })
@@ -204,16 +204,16 @@ fn text(v: &Value, source: Option<&Source>) -> Option<String> {
 }
 
 fn timestamp(v: &Value, source: Option<&Source>) -> Option<DateTime<Utc>> {
-    if let Some(Source::Pointer(p)) = source {
-        if let Some(n) = v.pointer(p).and_then(Value::as_i64) {
-            return if n > 100_000_000_000 {
-                Utc.timestamp_millis_opt(n).single()
-            } else {
-                Utc.timestamp_opt(n, 0).single()
-            };
-        }
-    }
     let t = text(v, source)?;
+    if !t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit()) {
+        // Unix seconds, or milliseconds when larger than any date in seconds this century.
+        let n: i64 = t.parse().ok()?;
+        return if n > 100_000_000_000 {
+            Utc.timestamp_millis_opt(n).single()
+        } else {
+            Utc.timestamp_opt(n, 0).single()
+        };
+    }
     DateTime::parse_from_rfc3339(&t)
         .ok()
         .map(|d| d.with_timezone(&Utc))
@@ -237,20 +237,40 @@ pub fn parse(config: &GenericWebhookConfig, req: &WebhookRequest) -> Result<Vec<
     };
     let mut out = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
-        if let Some(e) = event(mapping, item).map_err(|e| {
+        let events = item_events(mapping, item).map_err(|e| {
             if mapping.items.is_some() {
                 invalid(format!("item {i}: {}", e.message()))
             } else {
                 e
             }
-        })? {
-            out.push(e);
-        }
+        })?;
+        out.extend(events);
     }
     Ok(out)
 }
 
-fn event(m: &EventMapping, v: &Value) -> Result<Option<CrmEvent>> {
+/// A value that may have changed: `Some((from, to))` when it moved. With a `previous` pointer
+/// configured and no previous value in the body, the value did not change, unless the object
+/// is being created (vendors such as Pipedrive send only changed fields in `previous`).
+fn moved(
+    v: &Value,
+    current: Option<String>,
+    previous: Option<&Source>,
+    creating: bool,
+) -> Option<(Option<String>, String)> {
+    let to = current?;
+    let Some(previous) = previous else {
+        return Some((None, to));
+    };
+    match text(v, Some(previous)) {
+        Some(from) if from == to => None,
+        Some(from) => Some((Some(from), to)),
+        None if creating => Some((None, to)),
+        None => None,
+    }
+}
+
+fn item_events(m: &EventMapping, v: &Value) -> Result<Vec<CrmEvent>> {
     let need = |what: &str, s: &Source| {
         text(v, Some(s)).ok_or_else(|| {
             invalid(match s {
@@ -262,66 +282,101 @@ fn event(m: &EventMapping, v: &Value) -> Result<Option<CrmEvent>> {
     let object_id = need("object_id", &m.object_id)?;
     let kind = ObjectKind::parse(&need("object_kind", &m.object_kind)?.to_ascii_lowercase());
     let get = |s: &Option<Source>| text(v, s.as_ref());
-    let change_type = match &m.change {
+    // The vendor's event name, when mapped, decides the base change.
+    let named = match &m.change {
         Some(src) => {
             let Some(name) = text(v, Some(src)) else {
-                return Ok(None);
+                return Ok(Vec::new());
             };
             match m.change_types.get(&name) {
-                Some(ChangeType::Ignore) | None if !m.change_types.is_empty() => return Ok(None),
-                Some(t) => Some(*t),
-                None => None,
+                Some(ChangeType::Ignore) => return Ok(Vec::new()),
+                None if !m.change_types.is_empty() => return Ok(Vec::new()),
+                other => other.copied(),
             }
         }
         None => None,
     };
-    let derived = change_type.unwrap_or(if get(&m.coupon).is_some() {
-        ChangeType::CouponUsed
-    } else if get(&m.converted_deal_id).is_some() {
-        ChangeType::LeadConverted
-    } else if get(&m.stage).is_some() {
-        ChangeType::StageChanged
-    } else if get(&m.status).is_some() {
-        ChangeType::StatusChanged
-    } else {
-        ChangeType::Updated
-    });
     let missing = |what: &str| {
         invalid(format!(
-            "a {derived:?} event needs events.{what}, and the body has none"
+            "this event needs events.{what}, and the body has none"
         ))
     };
-    let change = match derived {
-        ChangeType::Created => Change::Created,
-        ChangeType::Updated => Change::Updated { fields: Vec::new() },
-        ChangeType::Deleted => Change::Deleted,
-        ChangeType::StageChanged => Change::StageChanged {
-            pipeline: get(&m.pipeline),
-            from: get(&m.previous_stage),
-            to: get(&m.stage).ok_or_else(|| missing("stage"))?,
-        },
-        ChangeType::StatusChanged => Change::StatusChanged {
-            from: get(&m.previous_status),
-            to: get(&m.status)
-                .ok_or_else(|| missing("status"))?
-                .to_ascii_lowercase(),
-        },
-        ChangeType::LeadConverted => Change::LeadConverted {
+    let stage_change = |creating: bool| {
+        moved(v, get(&m.stage), m.previous_stage.as_ref(), creating).map(|(from, to)| {
+            Change::StageChanged {
+                pipeline: get(&m.pipeline),
+                from,
+                to,
+            }
+        })
+    };
+    let status_change = |creating: bool| {
+        moved(
+            v,
+            get(&m.status).map(|s| s.to_ascii_lowercase()),
+            m.previous_status.as_ref(),
+            creating,
+        )
+        .map(|(from, to)| Change::StatusChanged {
+            from: from.map(|f| f.to_ascii_lowercase()),
+            to,
+        })
+    };
+    let mut changes = Vec::new();
+    match named {
+        Some(ChangeType::Deleted) => changes.push(Change::Deleted),
+        Some(ChangeType::StageChanged) => {
+            changes.push(stage_change(true).ok_or_else(|| missing("stage"))?)
+        }
+        Some(ChangeType::StatusChanged) => {
+            changes.push(status_change(true).ok_or_else(|| missing("status"))?)
+        }
+        Some(ChangeType::LeadConverted) => changes.push(Change::LeadConverted {
             lead_id: object_id.clone(),
             deal_id: get(&m.converted_deal_id),
-        },
-        ChangeType::CouponUsed => Change::CouponUsed {
+        }),
+        Some(ChangeType::CouponUsed) => changes.push(Change::CouponUsed {
             code: get(&m.coupon).ok_or_else(|| missing("coupon"))?,
             order_status: get(&m.status).map(|s| s.to_ascii_lowercase()),
-        },
-        ChangeType::Ignore => return Ok(None),
-    };
-    Ok(Some(CrmEvent {
-        delivery_id: get(&m.delivery_id),
-        occurred_at: timestamp(v, m.occurred_at.as_ref()),
-        referral_code: get(&m.referral_code),
-        email: get(&m.email),
-        account: get(&m.account),
-        ..CrmEvent::new(NAME, kind, object_id, change)
-    }))
+        }),
+        Some(ChangeType::Ignore) => return Ok(Vec::new()),
+        base @ (None | Some(ChangeType::Created | ChangeType::Updated)) => {
+            // The facts the body carries, each its own event; a create or update also reports
+            // itself first.
+            let creating = base == Some(ChangeType::Created);
+            match base {
+                Some(ChangeType::Created) => changes.push(Change::Created),
+                Some(_) => changes.push(Change::Updated { fields: Vec::new() }),
+                None => {}
+            }
+            if let Some(deal_id) = get(&m.converted_deal_id) {
+                changes.push(Change::LeadConverted {
+                    lead_id: object_id.clone(),
+                    deal_id: Some(deal_id),
+                });
+            }
+            if let Some(code) = get(&m.coupon) {
+                changes.push(Change::CouponUsed {
+                    code,
+                    order_status: get(&m.status).map(|s| s.to_ascii_lowercase()),
+                });
+            }
+            changes.extend(stage_change(creating));
+            changes.extend(status_change(creating));
+            if changes.is_empty() {
+                changes.push(Change::Updated { fields: Vec::new() });
+            }
+        }
+    }
+    Ok(changes
+        .into_iter()
+        .map(|change| CrmEvent {
+            delivery_id: get(&m.delivery_id),
+            occurred_at: timestamp(v, m.occurred_at.as_ref()),
+            referral_code: get(&m.referral_code),
+            email: get(&m.email),
+            account: get(&m.account),
+            ..CrmEvent::new(NAME, kind.clone(), object_id.clone(), change)
+        })
+        .collect())
 }

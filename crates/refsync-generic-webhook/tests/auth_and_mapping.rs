@@ -289,3 +289,75 @@ proptest::proptest! {
         let _ = c.verify(&req, Utc::now() - Duration::days(1));
     }
 }
+
+#[test]
+fn a_stage_that_did_not_move_is_not_reported_and_status_is() {
+    let c = connector(json!({ "auth": { "type": "none" }, "events": {
+        "object_kind": { "value": "deal" }, "object_id": "/deal/id", "stage": "/deal/stage_id",
+        "previous_stage": "/previous/stage_id", "status": "/deal/status", "previous_status": "/previous/status" } }));
+    let body = br#"{"deal":{"id":8,"stage_id":3,"status":"won"},"previous":{"stage_id":3,"status":"open"}}"#;
+    let ev = c.parse(&WebhookRequest::post("/h", &body[..])).unwrap();
+    let changes: Vec<&Change> = ev.iter().map(|e| &e.change).collect();
+    assert_eq!(
+        changes,
+        [&Change::StatusChanged {
+            from: Some("open".into()),
+            to: "won".into()
+        }]
+    );
+    // Pipedrive-style `previous` with only the changed fields: no previous stage = unchanged.
+    let body = br#"{"deal":{"id":8,"stage_id":3,"status":"open"},"previous":{"title":"old"}}"#;
+    let ev = c.parse(&WebhookRequest::post("/h", &body[..])).unwrap();
+    assert_eq!(
+        ev.iter().map(|e| &e.change).collect::<Vec<_>>(),
+        [&Change::Updated { fields: vec![] }]
+    );
+    // Both moved: two events from one delivery.
+    let body = br#"{"deal":{"id":8,"stage_id":4,"status":"won"},"previous":{"stage_id":3,"status":"open"}}"#;
+    assert_eq!(
+        c.parse(&WebhookRequest::post("/h", &body[..]))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn unix_timestamps_as_text_are_read() {
+    let c = connector(json!({ "auth": { "type": "none" }, "events": {
+        "object_kind": { "value": "deal" }, "object_id": "/id", "occurred_at": "/ts" } }));
+    for (ts, want) in [
+        ("1700000000", 1_700_000_000),
+        ("1700000000123", 1_700_000_000),
+    ] {
+        let body = format!(r#"{{"id":1,"ts":"{ts}"}}"#);
+        let ev = c
+            .parse(&WebhookRequest::post("/h", body.into_bytes()))
+            .unwrap();
+        assert_eq!(ev[0].occurred_at.unwrap().timestamp(), want, "{ts}");
+    }
+    let form = WebhookRequest::post("/h", &b"id=1&ts=1700000000"[..])
+        .with_header("Content-Type", "application/x-www-form-urlencoded");
+    assert_eq!(
+        c.parse(&form).unwrap()[0].occurred_at.unwrap().timestamp(),
+        1_700_000_000
+    );
+}
+
+#[test]
+fn push_urls_are_never_printed() {
+    let c = connector(json!({ "auth": { "type": "none" }, "push": {
+        "url": "https://hooks.example.com/catch/123/abc?token=s3cr3t-q",
+        "health_url": "https://hooks.example.com/health/s3cr3t-h",
+        "headers": { "X-Key": "s3cr3t-k" } } }));
+    let shown = format!("{c:?}");
+    for s in ["s3cr3t-q", "s3cr3t-h", "s3cr3t-k", "/catch/123"] {
+        assert!(!shown.contains(s), "{s} printed: {shown}");
+    }
+    let bad = serde_json::from_value::<GenericWebhookConfig>(
+        json!({ "auth": { "type": "none" }, "push": { "url": "https:///nohost?token=s3cr3t-z" } }),
+    )
+    .unwrap();
+    let e = GenericWebhook::new(bad).unwrap_err().to_string();
+    assert!(e.contains("push.url") && !e.contains("s3cr3t-z"), "{e}");
+}

@@ -1,7 +1,8 @@
 //! Conformance suite for the generic-webhook connector.
 //!
 //! The fixtures are real Pipedrive webhooks v2 deliveries (copied unchanged from the shared
-//! fixtures), read through a generic mapping: the point is that a declarative mapping handles a
+//! fixtures) plus one synthetic won deal built from them (see its .source.txt), read through a
+//! generic mapping: the point is that a declarative mapping handles a
 //! real vendor body. Inbound auth here is the Standard Webhooks scheme; the other schemes are
 //! covered in `tests/auth.rs`.
 
@@ -40,7 +41,13 @@ impl Harness for GenericHarness {
                 "change": "/meta/action",
                 "change_types": { "create": "created", "change": "updated", "delete": "deleted" },
                 "account": "/meta/company_id",
-                "email": "/data/emails/0/value"
+                "email": "/data/emails/0/value",
+                "stage": "/data/stage_id",
+                "previous_stage": "/previous/stage_id",
+                "pipeline": "/data/pipeline_id",
+                "status": "/data/status",
+                "previous_status": "/previous/status",
+                "referral_code": "/data/custom_fields/a1b2c3d4e5f60718293a4b5c6d7e8f9012345678/value"
             },
             "push": {
                 "url": format!("{base}/receive"),
@@ -121,7 +128,13 @@ impl Harness for GenericHarness {
             .collect())
     }
     fn rules(&self) -> Vec<RuleSpec> {
-        vec![RuleSpec::DealWon {}]
+        vec![
+            RuleSpec::DealWon {},
+            RuleSpec::DealStageChanged {
+                to: "3".into(),
+                pipeline: Some("1".into()),
+            },
+        ]
     }
 }
 
