@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use refsync::rules::decide;
+use refsync::rules::decide_delivery;
 use refsync::{InstanceConfig, ReferralHistory, Registry, Verification, WebhookRequest};
 use serde_json::{Value, json};
 
@@ -144,7 +144,17 @@ fn read_config(path: &Path) -> Result<InstanceConfig, Failure> {
     let parsed = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| e.to_string())
     } else {
-        toml::from_str(&text).map_err(|e| e.to_string())
+        // toml's Display quotes the offending source line, which may hold a secret: report the
+        // message and the position only.
+        toml::from_str(&text).map_err(|e| {
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            format!("{}{}", at.unwrap_or_default(), e.message().trim())
+        })
     };
     parsed.map_err(|e| usage(format!("{}: {e}", path.display())))
 }
@@ -242,16 +252,13 @@ fn inspect(registry: &Registry, args: &InspectArgs) -> Result<Value, Failure> {
         .map_err(|e| (REJECTED, format!("rejected: {e}")))?;
     let mut out = json!({ "verified": verified, "events": events });
     if !rules.is_empty() {
-        let mut history = ReferralHistory::default();
-        let mut verdicts = Vec::new();
-        for e in &events {
-            verdicts.push(json!({
-                "object": e.object,
-                "decisions": decide(&rules, e, &history, config.campaign.as_deref()),
-            }));
-            history.events.push(e.clone());
-        }
-        out["verdicts"] = Value::Array(verdicts);
+        let verdicts = decide_delivery(
+            &rules,
+            &events,
+            ReferralHistory::default(),
+            config.campaign.as_deref(),
+        );
+        out["verdicts"] = serde_json::to_value(verdicts).unwrap_or(Value::Null);
     }
     Ok(out)
 }

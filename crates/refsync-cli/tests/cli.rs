@@ -183,3 +183,40 @@ fn usage_errors_exit_2_and_say_what_is_wrong() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn config_errors_never_print_secret_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = example("synthetic-deal-won.json");
+    // A syntax error on the line that holds the secret, and a token written as a number.
+    for (name, text, says) in [
+        (
+            "syntax.toml",
+            "[settings.auth]\ntype = \"token\"\nheader = \"X-T\"\ntoken = \"s3cr3t-tok-value\" x\n",
+            "syntax.toml: line 4",
+        ),
+        (
+            "number.toml",
+            "[settings.auth]\ntype = \"token\"\nheader = \"X-T\"\ntoken = 98765432123\n",
+            "invalid settings at auth: a secret must be a string",
+        ),
+    ] {
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, text).unwrap();
+        let out = refsync(&[
+            "inspect",
+            "--connector",
+            "generic-webhook",
+            "--config",
+            cfg.to_str().unwrap(),
+            &body,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("s3cr3t-tok-value") && !err.contains("98765432123"),
+            "{name}: secret printed: {err}"
+        );
+        assert!(err.contains(says), "{name}: expected {says:?} in: {err}");
+    }
+}
