@@ -18,6 +18,74 @@ fn default_registry_has_every_facade_connector() {
     let registry = refsync::default_registry();
     let names: Vec<&str> = registry.connectors().map(|c| c.info.name).collect();
     assert_eq!(names, ["generic-webhook"]);
+    let platforms: Vec<&str> = registry.platforms().map(|p| p.name).collect();
+    assert_eq!(platforms, ["ledger", "referral-factory"]);
+}
+
+#[tokio::test]
+async fn the_ledger_platform_builds_from_settings_and_qualifies_once() {
+    let dir = tempfile_dir();
+    let url = format!("sqlite://{}", dir.join("ledger.db").display());
+    let registry = refsync::default_registry();
+    let build = registry.platform("ledger").unwrap().build;
+    let platform = build(serde_json::json!({ "database_url": url }))
+        .await
+        .unwrap();
+    let ledger = refsync::ledger::Ledger::open(&url).await.unwrap();
+    let campaign = ledger
+        .create_campaign(&refsync::ledger::NewCampaign {
+            name: "Spring".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let referrer = platform
+        .create_user(&refsync::NewUser {
+            campaign_id: campaign.id.to_string(),
+            first_name: "Bob".into(),
+            email: "bob@example.com".into(),
+            referrer: None,
+            meta: Default::default(),
+            notify: false,
+        })
+        .await
+        .unwrap();
+    let friend = platform
+        .create_user(&refsync::NewUser {
+            campaign_id: campaign.id.to_string(),
+            first_name: "Ada".into(),
+            email: "ada@example.com".into(),
+            referrer: Some(refsync::ReferrerRef::Code(referrer.code.clone())),
+            meta: Default::default(),
+            notify: false,
+        })
+        .await
+        .unwrap();
+    let call = refsync::QualifyCall {
+        action: refsync::QualifyAction::Qualify,
+        campaign: Some(campaign.id.to_string()),
+        referral: refsync::ReferralKey::Code {
+            code: friend.code.clone(),
+        },
+        rule: "deal_won".into(),
+        reason: "test".into(),
+    };
+    assert!(matches!(
+        platform.qualify(&call).await.unwrap(),
+        refsync::QualifyOutcome::Qualified { .. }
+    ));
+    assert!(matches!(
+        platform.qualify(&call).await.unwrap(),
+        refsync::QualifyOutcome::AlreadyQualified { .. }
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("refsync-facade-{}-{}", std::process::id(), line!()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[test]

@@ -10,6 +10,8 @@ use refsync::rules::decide_delivery;
 use refsync::{InstanceConfig, ReferralHistory, Registry, Verification, WebhookRequest};
 use serde_json::{Value, json};
 
+mod ledger;
+
 /// refsync: connect a referral program to the systems where referred people convert.
 #[derive(Debug, Parser)]
 #[command(name = "refsync", version, about)]
@@ -29,6 +31,8 @@ enum Command {
     /// Verify and parse a webhook body offline; print the canonical events (and rule verdicts
     /// when the config has rules) as JSON. A rejected payload exits 1 with a one-line reason.
     Inspect(InspectArgs),
+    /// The embedded referral ledger: campaigns, users, qualification, rewards.
+    Ledger(ledger::LedgerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
                 ExitCode::from(code)
             }
         },
+        Command::Ledger(args) => ledger::run(args),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::backoff::RetryPolicy;
 use crate::oauth::TokenManager;
 use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::signature::excerpt;
-use crate::status::{error_parts, parse_retry_after};
+use crate::status::{ErrorResponse, error_parts, parse_retry_after};
 
 /// How requests are authenticated. `Debug` never shows secret values (nor the Basic user,
 /// which some vendors use as the API key).
@@ -751,8 +751,12 @@ impl HttpClient {
             }));
         }
         let now = SystemTime::now();
-        let (kind, message) = error_parts(inner.connector, status, &headers, &bytes, now);
-        let error = ctx(Error::new(kind.clone(), scrub(&message, &scrub_list)));
+        // Scrub before the message is cut to length: a cut through a secret would leave a
+        // prefix of it that no longer matches.
+        let body = scrub(&String::from_utf8_lossy(&bytes), &scrub_list);
+        let (kind, message) = error_parts(inner.connector, status, &headers, body.as_bytes(), now);
+        let error = ctx(Error::new(kind.clone(), scrub(&message, &scrub_list)))
+            .with_source(ErrorResponse::new(status, body));
         tracing::debug!(
             connector = inner.connector,
             operation = req.operation,

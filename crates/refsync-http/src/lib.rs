@@ -21,5 +21,6 @@ pub use signature::{
     secrets_equal, standard_webhooks, verify_hmac_sha1, verify_hmac_sha256,
 };
 pub use status::{
-    error_from_response, error_kind_for_status, parse_retry_after, retry_after_from_headers,
+    ErrorResponse, error_from_response, error_kind_for_status, error_response, parse_retry_after,
+    retry_after_from_headers,
 };

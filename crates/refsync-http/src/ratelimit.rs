@@ -115,7 +115,16 @@ impl TokenBucket {
     }
 }
 
+/// Now, on tokio's clock: the limiter sleeps with `tokio::time::sleep`, so it must measure with
+/// the same clock (under `tokio::time::pause` a std `Instant` would not move while the sleeps
+/// complete at once, and `acquire` would spin).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// A shareable async rate limiter over a [`TokenBucket`] (clones share the bucket).
+///
+/// Time is tokio's (`tokio::time::Instant`), so tests can drive it with paused time.
 ///
 /// Give every client that talks to the same upstream account the same `RateLimiter`
 /// (see [`HttpClientBuilder::rate_limiter`](crate::HttpClientBuilder::rate_limiter)).
@@ -151,7 +160,7 @@ impl RateLimiter {
     /// Waits until a call is allowed, and takes it.
     pub async fn acquire(&self) {
         loop {
-            let result = self.lock().try_acquire_at(Instant::now());
+            let result = self.lock().try_acquire_at(now());
             match result {
                 Ok(()) => return,
                 Err(wait) => tokio::time::sleep(wait).await,
@@ -161,7 +170,7 @@ impl RateLimiter {
 
     /// Takes a call if one is allowed right now.
     pub fn try_acquire(&self) -> bool {
-        self.lock().try_acquire_at(Instant::now()).is_ok()
+        self.lock().try_acquire_at(now()).is_ok()
     }
 
     /// The limit enforced.

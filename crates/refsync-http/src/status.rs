@@ -126,6 +126,59 @@ fn parse_reset(value: &str, now: SystemTime) -> Option<Duration> {
     Duration::try_from_secs_f64(secs).ok()
 }
 
+/// Longest vendor body (in bytes) kept in an [`ErrorResponse`].
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The non-2xx answer behind an [`Error`] returned by
+/// [`HttpClient::send`](crate::HttpClient::send): its status and body, for callers that read
+/// vendor-specific error details (field messages, error codes). Credentials the client sent are
+/// scrubbed from the body; it is cut to [`MAX_ERROR_BODY_BYTES`]. `Display` shows only the
+/// status. Reach it with [`error_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    status: u16,
+    body: String,
+}
+
+impl ErrorResponse {
+    pub(crate) fn new(status: u16, mut body: String) -> Self {
+        if body.len() > MAX_ERROR_BODY_BYTES {
+            let mut end = MAX_ERROR_BODY_BYTES;
+            while !body.is_char_boundary(end) {
+                end -= 1;
+            }
+            body.truncate(end);
+        }
+        ErrorResponse { status, body }
+    }
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+    /// The response body (credentials scrubbed, cut to [`MAX_ERROR_BODY_BYTES`]).
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+    /// The body as JSON, when it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.body).ok()
+    }
+}
+
+impl std::fmt::Display for ErrorResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} response", self.status)
+    }
+}
+
+impl std::error::Error for ErrorResponse {}
+
+/// The upstream's answer behind `error`, when it came from a non-2xx HTTP response (and not
+/// from a timeout, a connection failure or a local check).
+pub fn error_response(error: &Error) -> Option<&ErrorResponse> {
+    std::error::Error::source(error)?.downcast_ref::<ErrorResponse>()
+}
+
 /// Builds the error for a non-2xx response.
 ///
 /// Kind from [`error_kind_for_status`] (with [`retry_after_from_headers`] for 429); message

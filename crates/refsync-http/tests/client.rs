@@ -332,6 +332,16 @@ async fn unauthorized_errors_never_contain_the_secret() {
             err.message()
                 .starts_with("HTTP 401 from acme: invalid credentials")
         );
+        // The raw answer is reachable for vendor-specific details, scrubbed too.
+        let raw = refsync_http::error_response(&err).expect("the HTTP answer is the source");
+        assert_eq!(raw.status(), 401);
+        assert!(raw.body().contains("invalid credentials"), "{}", raw.body());
+        assert!(
+            !raw.body().contains(SECRET),
+            "secret leaked: {}",
+            raw.body()
+        );
+        assert!(raw.json().is_some());
     }
 }
 
@@ -598,5 +608,39 @@ async fn secret_request_headers_are_scrubbed_from_errors() {
     assert!(
         !shown.contains("push-key-s3cr3t-99"),
         "secret leaked: {shown}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_at_the_cut_of_a_long_vendor_message_does_not_leak_a_prefix() {
+    const SECRET: &str = "s3cr3t-bearer-token-at-the-cut-0123456789";
+    // The echoed token straddles the 300-character cut of the vendor message.
+    let router = Router::new().route(
+        "/{*path}",
+        any(|headers: HeaderMap| async move {
+            let auth = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let message = format!("{} {auth}", "x".repeat(280));
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                [("content-type", "application/json")],
+                serde_json::json!({ "message": message }).to_string(),
+            )
+        }),
+    );
+    let server = serve(router).await;
+    let c = HttpClient::builder("acme")
+        .base_url(&server.url)
+        .auth(Auth::Bearer(Secret::new(SECRET)))
+        .retry(fast_retry(1))
+        .build()
+        .unwrap();
+    let err = c.send(ApiRequest::get("/x")).await.unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains("s3cr3t-bearer"),
+        "a prefix of the secret leaked: {shown}"
     );
 }

@@ -1,0 +1,535 @@
+//! The storage layer: one small API (SQL text with `$1`-style parameters, typed arguments,
+//! rows read by column name) over SQLite and PostgreSQL pools, the embedded migrations, and
+//! the time format.
+//!
+//! Both backends understand `$N` parameters, `RETURNING`, `ON CONFLICT ... DO UPDATE ...
+//! WHERE` and partial unique indexes, so one SQL text serves both except for row locks, which
+//! only PostgreSQL needs (SQLite write transactions start with `BEGIN IMMEDIATE` and are
+//! serialized by the database).
+
+// Built without any backend feature, every path ends in an uninhabited variant.
+#![cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unreachable_code, unused_variables, unused_imports, dead_code)
+)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use refsync_core::{Error, ErrorKind, Result};
+#[allow(unused_imports)]
+use sqlx::Row as _;
+
+/// Which database a ledger stores its data in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (a file, or memory).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A bound parameter.
+#[derive(Debug, Clone)]
+pub(crate) enum Arg {
+    Int(i64),
+    Text(String),
+    NullInt,
+    NullText,
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(v.clone())
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Arg::NullInt, Arg::Int)
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Arg::NullText, Arg::Text)
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Arg::NullText, |s| Arg::Text(s.to_owned()))
+    }
+}
+
+/// `args![a, b, c]`: an array of [`Arg`]s.
+macro_rules! args {
+    ($($e:expr),* $(,)?) => { [$($crate::db::Arg::from($e)),*] };
+}
+pub(crate) use args;
+
+/// A result row.
+pub(crate) enum Row {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::sqlite::SqliteRow),
+    #[cfg(feature = "postgres")]
+    Pg(sqlx::postgres::PgRow),
+    /// Keeps the enum inhabited-by-nothing-else when no backend feature is enabled.
+    #[allow(dead_code)]
+    None(std::convert::Infallible),
+}
+
+fn decode_error(column: &str, e: sqlx::Error) -> Error {
+    Error::unexpected(format!("ledger database: reading column {column}: {e}")).with_source(e)
+}
+
+macro_rules! get {
+    ($row:expr, $ty:ty, $col:expr) => {{
+        let value: std::result::Result<$ty, sqlx::Error> = match $row {
+            #[cfg(feature = "sqlite")]
+            Row::Sqlite(r) => r.try_get::<$ty, _>($col),
+            #[cfg(feature = "postgres")]
+            Row::Pg(r) => r.try_get::<$ty, _>($col),
+            Row::None(n) => match *n {},
+        };
+        value.map_err(|e| decode_error($col, e))
+    }};
+}
+
+impl Row {
+    pub(crate) fn int(&self, col: &str) -> Result<i64> {
+        get!(self, i64, col)
+    }
+    pub(crate) fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        get!(self, Option<i64>, col)
+    }
+    pub(crate) fn text(&self, col: &str) -> Result<String> {
+        get!(self, String, col)
+    }
+    pub(crate) fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        get!(self, Option<String>, col)
+    }
+    pub(crate) fn time(&self, col: &str) -> Result<DateTime<Utc>> {
+        parse_time(&self.text(col)?)
+    }
+    pub(crate) fn opt_time(&self, col: &str) -> Result<Option<DateTime<Utc>>> {
+        self.opt_text(col)?.as_deref().map(parse_time).transpose()
+    }
+}
+
+/// The time format of every stored timestamp: UTC, microseconds, `Z` (fixed width, so the
+/// text order is the time order and date prefixes compare as expected).
+pub(crate) fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::unexpected(format!("ledger database: bad timestamp {s:?}: {e}")))
+}
+
+/// Now, at the stored precision (so a returned time equals the stored one).
+pub(crate) fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// Maps a database error: unique violations become [`ErrorKind::Conflict`], connection
+/// problems [`ErrorKind::Unavailable`], the rest [`ErrorKind::Unexpected`].
+pub(crate) fn db_error(e: sqlx::Error) -> Error {
+    let kind = match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => ErrorKind::Conflict,
+        sqlx::Error::Database(d) if d.is_foreign_key_violation() || d.is_check_violation() => {
+            ErrorKind::Validation
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => ErrorKind::Unavailable,
+        sqlx::Error::Database(d) if is_busy(d.as_ref()) => ErrorKind::Unavailable,
+        _ => ErrorKind::Unexpected,
+    };
+    Error::new(kind, format!("ledger database: {e}")).with_source(e)
+}
+
+fn is_busy(d: &dyn sqlx::error::DatabaseError) -> bool {
+    // SQLITE_BUSY (5) / SQLITE_LOCKED (6) and extended codes; PostgreSQL serialization
+    // failure / deadlock.
+    matches!(
+        d.code().as_deref(),
+        Some("5" | "6" | "261" | "262" | "517" | "40001" | "40P01")
+    )
+}
+
+/// Whether `e` is a unique violation whose constraint or message mentions `needle`.
+pub(crate) fn is_unique_violation_on(e: &Error, needle: &str) -> bool {
+    let Some(sqlx::Error::Database(d)) =
+        std::error::Error::source(e).and_then(|s| s.downcast_ref::<sqlx::Error>())
+    else {
+        return false;
+    };
+    d.is_unique_violation()
+        && (d.constraint().is_some_and(|c| c.contains(needle)) || d.message().contains(needle))
+}
+
+/// A connection pool of either backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Db {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Pg(sqlx::PgPool),
+    #[allow(dead_code)]
+    None(std::convert::Infallible),
+}
+
+/// An open write transaction.
+pub(crate) enum Tx {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    #[cfg(feature = "postgres")]
+    Pg(sqlx::Transaction<'static, sqlx::Postgres>),
+    #[allow(dead_code)]
+    None(std::convert::Infallible),
+}
+
+#[allow(unused_macros)]
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Arg::Int(v) => q.bind(*v),
+                Arg::Text(v) => q.bind(v.as_str()),
+                Arg::NullInt => q.bind(None::<i64>),
+                Arg::NullText => q.bind(None::<&str>),
+            };
+        }
+        q
+    }};
+}
+
+impl Db {
+    /// Opens a pool for `url` and applies the migrations.
+    pub(crate) async fn open(url: &str) -> Result<Db> {
+        let url = url.trim();
+        let db = if url.starts_with("sqlite:") {
+            open_sqlite(url).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            open_postgres(url).await?
+        } else {
+            return Err(Error::config(format!(
+                "unsupported ledger database URL {:?}: expected sqlite://PATH, sqlite::memory: or postgres://...",
+                redact_url(url)
+            )));
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match *self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Db::Pg(_) => Backend::Postgres,
+            Db::None(n) => match n {},
+        }
+    }
+
+    /// Begins a write transaction (`BEGIN IMMEDIATE` on SQLite).
+    pub(crate) async fn begin(&self) -> Result<Tx> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(p) => Ok(Tx::Sqlite(
+                p.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?,
+            )),
+            #[cfg(feature = "postgres")]
+            Db::Pg(p) => Ok(Tx::Pg(p.begin().await.map_err(db_error)?)),
+            Db::None(n) => match *n {},
+        }
+    }
+
+    pub(crate) async fn fetch_all(&self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(p) => bind_all!(sqlx::query::<sqlx::Sqlite>(sql), args)
+                .fetch_all(p)
+                .await
+                .map(|rows| rows.into_iter().map(Row::Sqlite).collect())
+                .map_err(db_error),
+            #[cfg(feature = "postgres")]
+            Db::Pg(p) => bind_all!(sqlx::query::<sqlx::Postgres>(sql), args)
+                .fetch_all(p)
+                .await
+                .map(|rows| rows.into_iter().map(Row::Pg).collect())
+                .map_err(db_error),
+            Db::None(n) => match *n {},
+        }
+    }
+
+    pub(crate) async fn fetch_optional(&self, sql: &str, args: &[Arg]) -> Result<Option<Row>> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    pub(crate) async fn fetch_one(&self, sql: &str, args: &[Arg]) -> Result<Row> {
+        self.fetch_optional(sql, args)
+            .await?
+            .ok_or_else(|| Error::unexpected("ledger database: expected a row"))
+    }
+
+    pub(crate) async fn close(&self) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(p) => p.close().await,
+            #[cfg(feature = "postgres")]
+            Db::Pg(p) => p.close().await,
+            Db::None(n) => match *n {},
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let (migrations, lock): (&[(i64, &str)], Option<&str>) = match self.backend() {
+            Backend::Sqlite => (SQLITE_MIGRATIONS, None),
+            // Serializes concurrent first starts of several instances.
+            Backend::Postgres => (
+                POSTGRES_MIGRATIONS,
+                Some("SELECT pg_advisory_xact_lock(7420118933561)"),
+            ),
+        };
+        let mut tx = self.begin().await?;
+        if let Some(lock) = lock {
+            tx.execute(lock, &[]).await?;
+        }
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS refsync_ledger_migrations (version BIGINT PRIMARY KEY, applied_at TEXT NOT NULL)",
+            &[],
+        )
+        .await?;
+        let current = tx
+            .fetch_optional(
+                "SELECT COALESCE(MAX(version), 0) AS v FROM refsync_ledger_migrations",
+                &[],
+            )
+            .await?
+            .map(|r| r.int("v"))
+            .transpose()?
+            .unwrap_or(0);
+        let latest = migrations.last().map_or(0, |m| m.0);
+        if current > latest {
+            return Err(Error::config(format!(
+                "the ledger database has schema version {current}, newer than this build knows ({latest}); upgrade refsync"
+            )));
+        }
+        for (version, sql) in migrations.iter().filter(|m| m.0 > current) {
+            for statement in split_statements(sql) {
+                tx.execute(&statement, &[]).await.map_err(|e| {
+                    Error::new(
+                        e.kind().clone(),
+                        format!("ledger migration {version}: {}", e.message()),
+                    )
+                })?;
+            }
+            tx.execute(
+                "INSERT INTO refsync_ledger_migrations (version, applied_at) VALUES ($1, $2)",
+                &args![*version, format_time(now())],
+            )
+            .await?;
+        }
+        tx.commit().await
+    }
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+/// Splits a migration file into statements (`;` at the end of a line; `--` comments dropped).
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let line = line.split("--").next().unwrap_or_default().trim_end();
+        if line.trim().is_empty() {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.ends_with(';') {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// A database URL without its password, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(url: &str) -> Result<Db> {
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+    use std::str::FromStr;
+
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| Error::config(format!("invalid SQLite URL {url:?}: {e}")))?;
+    let memory = url.contains(":memory:") || url.contains("mode=memory");
+    let options = options
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(30));
+    let pool = if memory {
+        // One connection keeps the in-memory database alive and avoids shared-cache locking.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+    } else {
+        SqlitePoolOptions::new().max_connections(8)
+    };
+    let options = if memory {
+        options
+    } else {
+        options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+    };
+    let pool = pool
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("cannot open the ledger database {url:?}: {e}"),
+            )
+            .with_source(e)
+        })?;
+    Ok(Db::Sqlite(pool))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(_url: &str) -> Result<Db> {
+    Err(Error::config(
+        "this build of refsync-ledger has no SQLite support (enable the `sqlite` feature)",
+    ))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Db> {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| Error::config(format!("invalid PostgreSQL URL {:?}: {e}", redact_url(url))))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "cannot connect to the ledger database {}: {e}",
+                    redact_url(url)
+                ),
+            )
+            .with_source(e)
+        })?;
+    Ok(Db::Pg(pool))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Db> {
+    Err(Error::config(
+        "this build of refsync-ledger has no PostgreSQL support (enable the `postgres` feature)",
+    ))
+}
+
+impl Tx {
+    pub(crate) async fn fetch_all(&mut self, sql: &str, args: &[Arg]) -> Result<Vec<Row>> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Tx::Sqlite(t) => bind_all!(sqlx::query::<sqlx::Sqlite>(sql), args)
+                .fetch_all(&mut **t)
+                .await
+                .map(|rows| rows.into_iter().map(Row::Sqlite).collect())
+                .map_err(db_error),
+            #[cfg(feature = "postgres")]
+            Tx::Pg(t) => bind_all!(sqlx::query::<sqlx::Postgres>(sql), args)
+                .fetch_all(&mut **t)
+                .await
+                .map(|rows| rows.into_iter().map(Row::Pg).collect())
+                .map_err(db_error),
+            Tx::None(n) => match *n {},
+        }
+    }
+
+    pub(crate) async fn fetch_optional(&mut self, sql: &str, args: &[Arg]) -> Result<Option<Row>> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    pub(crate) async fn fetch_one(&mut self, sql: &str, args: &[Arg]) -> Result<Row> {
+        self.fetch_optional(sql, args)
+            .await?
+            .ok_or_else(|| Error::unexpected("ledger database: expected a row"))
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub(crate) async fn execute(&mut self, sql: &str, args: &[Arg]) -> Result<u64> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Tx::Sqlite(t) => bind_all!(sqlx::query::<sqlx::Sqlite>(sql), args)
+                .execute(&mut **t)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(db_error),
+            #[cfg(feature = "postgres")]
+            Tx::Pg(t) => bind_all!(sqlx::query::<sqlx::Postgres>(sql), args)
+                .execute(&mut **t)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(db_error),
+            Tx::None(n) => match *n {},
+        }
+    }
+
+    pub(crate) async fn commit(self) -> Result<()> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Tx::Sqlite(t) => t.commit().await.map_err(db_error),
+            #[cfg(feature = "postgres")]
+            Tx::Pg(t) => t.commit().await.map_err(db_error),
+            Tx::None(n) => match n {},
+        }
+    }
+}

@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+mod db;
+pub mod http;
+mod ledger;
+mod model;
+mod normalize;
+mod platform;
+mod query;
+
+pub use db::Backend;
+pub use ledger::{DEFAULT_DATABASE_URL, Ledger, LedgerSettings};
+pub use model::{
+    Campaign, CouponBatch, CouponStats, FieldError, Filter, FilterOp, ListQuery, METRICS,
+    MetaField, Metric, NewCampaign, NewRewardRule, Page, Pagination, Qualification,
+    QualificationRecord, Recipient, RewardQuery, RewardRecord, RewardRule, Trigger, User, UserType,
+    error_field, status_str,
+};
+pub use normalize::{CODE_ALPHABET, CODE_LEN, normalize_email};
+pub use platform::{NAME, register};
