@@ -344,3 +344,137 @@ fn errors_are_one_line_with_exit_codes() {
         stderr(&out)
     );
 }
+
+/// `refsync ledger ARGS` in `cwd`, with `REFSYNC_LEDGER_DB` set to `env` (or unset).
+fn ledger_in(cwd: &Path, env: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_refsync"));
+    cmd.current_dir(cwd).arg("ledger").args(args);
+    match env {
+        Some(v) => cmd.env("REFSYNC_LEDGER_DB", v),
+        None => cmd.env_remove("REFSYNC_LEDGER_DB"),
+    };
+    cmd.output().expect("run refsync")
+}
+
+#[test]
+fn only_campaign_create_creates_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ledger.db");
+    let db = db_url(dir.path());
+    let reads: Vec<Vec<&str>> = vec![
+        vec!["campaigns"],
+        vec!["users"],
+        vec!["users", "--campaign", "1"],
+        vec!["rewards", "--due"],
+        vec!["qualify", "--code", "ABCD2345"],
+        vec!["unqualify", "--id", "1"],
+        vec!["reward", "issue", "1"],
+        vec![
+            "user",
+            "add",
+            "--campaign",
+            "1",
+            "--first-name",
+            "Ann",
+            "--email",
+            "ann@example.com",
+        ],
+        vec![
+            "campaign",
+            "reward-rule",
+            "--campaign",
+            "1",
+            "--recipient",
+            "referrer",
+            "--metric",
+            "amount",
+            "--value",
+            "1",
+        ],
+        vec!["campaign", "coupons", "add", "--campaign", "1", "SAVE-1"],
+    ];
+    for args in &reads {
+        let out = ledger(&db, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains("campaign create"),
+            "{args:?}: names the path and how to create it: {err}"
+        );
+        assert!(!file.exists(), "{args:?} created {}", file.display());
+    }
+
+    // The default database, relative to the working directory: not created by a read either.
+    let out = ledger_in(dir.path(), None, &["users"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("refsync-ledger.db"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("refsync-ledger.db").exists());
+
+    ok(&db, &["campaign", "create", "--name", "A"]);
+    assert!(file.exists());
+    assert!(ok(&db, &["users"]).starts_with("no users"));
+    for args in [
+        vec!["users", "--campaign", "42"],
+        vec!["rewards", "--campaign", "42"],
+    ] {
+        let out = ledger(&db, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with("refsync ledger: no campaign 42"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(ok(&db, &["users", "--campaign", "1"]).starts_with("no users"));
+}
+
+#[test]
+fn the_database_comes_from_refsync_ledger_db_and_its_password_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_db = format!("sqlite://{}", dir.path().join("env.db").display());
+    let out = ledger_in(
+        dir.path(),
+        Some(&env_db),
+        &["campaign", "create", "--name", "From env"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("env.db").exists());
+    assert!(!dir.path().join("refsync-ledger.db").exists());
+    let out = ledger_in(dir.path(), Some(&env_db), &["campaigns"]);
+    assert!(stdout(&out).contains("From env"), "{}", stdout(&out));
+    // --db wins over the variable.
+    let flag_db = db_url(dir.path());
+    let out = ledger_in(dir.path(), Some(&env_db), &["--db", &flag_db, "campaigns"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("ledger.db"), "{}", stderr(&out));
+
+    // PostgreSQL URLs that fail fast without leaving the machine (a closed loopback port, a bad
+    // port):
+    // the password is in no message, from the flag or the variable.
+    for url in [
+        "postgres://refsync:s3cret-pw@127.0.0.1:1/ledger",
+        "postgres://refsync:s3cret-pw@127.0.0.1:notaport/ledger",
+        "postgres://refsync:s3cret@pw@127.0.0.1:1/ledger",
+        "postgres://127.0.0.1:1/ledger?user=refsync&password=s3cret-pw",
+    ] {
+        for out in [
+            ledger_in(dir.path(), None, &["--db", url, "campaigns"]),
+            ledger_in(dir.path(), Some(url), &["users"]),
+            ledger_in(
+                dir.path(),
+                Some(url),
+                &["campaign", "create", "--name", "X"],
+            ),
+        ] {
+            assert!(!out.status.success(), "{url}");
+            let all = format!("{}{}", stdout(&out), stderr(&out));
+            assert!(!all.contains("s3cret"), "{url}: {all}");
+            assert!(all.contains("***"), "{url}: shows the URL, redacted: {all}");
+        }
+    }
+}

@@ -224,11 +224,12 @@ macro_rules! bind_all {
 }
 
 impl Db {
-    /// Opens a pool for `url` and applies the migrations.
-    pub(crate) async fn open(url: &str) -> Result<Db> {
+    /// Opens a pool for `url` and applies the migrations. With `create` a missing SQLite file
+    /// is created; without it, it is a [`ErrorKind::NotFound`] error naming the file.
+    pub(crate) async fn open(url: &str, create: bool) -> Result<Db> {
         let url = url.trim();
         let db = if url.starts_with("sqlite:") {
-            open_sqlite(url).await?
+            open_sqlite(url, create).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             open_postgres(url).await?
         } else {
@@ -354,10 +355,20 @@ impl Db {
     }
 }
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_email_lookup.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_email_lookup.sql"),
+    ),
+];
 
 /// Splits a migration file into statements (`;` at the end of a line; `--` comments dropped).
 fn split_statements(sql: &str) -> Vec<String> {
@@ -380,27 +391,56 @@ fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
-/// A database URL without its password, for messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_owned(),
+/// A database URL without its password, for messages and `Debug`: the password of the
+/// userinfo (`postgres://user:***@host/db`, also when the password itself holds `@`, `:` or `/`)
+/// and the value of a `password=` query parameter become `***`.
+///
+/// ```
+/// use refsync_ledger::redact_database_url;
+/// assert_eq!(
+///     redact_database_url("postgres://refsync:s3cret@db.example.com/ledger"),
+///     "postgres://refsync:***@db.example.com/ledger"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    // The host follows the last `@` before the query: a raw `@` or `/` in the password stays
+    // on the secret side.
+    let authority = match before_query.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
         },
-        None => url.to_owned(),
+        None => before_query.to_owned(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{authority}?{q}"),
+        None => format!("{scheme}://{authority}"),
     }
 }
 
 #[cfg(feature = "sqlite")]
-async fn open_sqlite(url: &str) -> Result<Db> {
+async fn open_sqlite(url: &str, create: bool) -> Result<Db> {
     use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
     use std::str::FromStr;
 
     let options = SqliteConnectOptions::from_str(url)
-        .map_err(|e| Error::config(format!("invalid SQLite URL {url:?}: {e}")))?;
+        .map_err(|e| Error::config(format!("invalid SQLite URL {:?}: {e}", redact_url(url))))?;
     let memory = url.contains(":memory:") || url.contains("mode=memory");
     let options = options
         .foreign_keys(true)
@@ -415,11 +455,24 @@ async fn open_sqlite(url: &str) -> Result<Db> {
     } else {
         SqlitePoolOptions::new().max_connections(8)
     };
+    if !memory && !create && !options.get_filename().exists() {
+        let path = options.get_filename();
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let shown = if absolute.as_path() == path {
+            path.display().to_string()
+        } else {
+            format!("{} ({})", path.display(), absolute.display())
+        };
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no ledger database at {shown}: the file does not exist"),
+        ));
+    }
     let options = if memory {
         options
     } else {
         options
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
     };
     let pool = pool
@@ -429,7 +482,7 @@ async fn open_sqlite(url: &str) -> Result<Db> {
         .map_err(|e| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("cannot open the ledger database {url:?}: {e}"),
+                format!("cannot open the ledger database {:?}: {e}", redact_url(url)),
             )
             .with_source(e)
         })?;
@@ -437,7 +490,7 @@ async fn open_sqlite(url: &str) -> Result<Db> {
 }
 
 #[cfg(not(feature = "sqlite"))]
-async fn open_sqlite(_url: &str) -> Result<Db> {
+async fn open_sqlite(_url: &str, _create: bool) -> Result<Db> {
     Err(Error::config(
         "this build of refsync-ledger has no SQLite support (enable the `sqlite` feature)",
     ))
@@ -450,21 +503,40 @@ async fn open_postgres(url: &str) -> Result<Db> {
 
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| Error::config(format!("invalid PostgreSQL URL {:?}: {e}", redact_url(url))))?;
+    // One direct connection first: it fails at once when the server refuses, and within
+    // PROBE_TIMEOUT when it does not answer (the pool would keep retrying for its whole acquire
+    // timeout, which makes a CLI look hung).
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+    let unavailable = |detail: String| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "cannot connect to the ledger database {}: {detail}",
+                redact_url(url)
+            ),
+        )
+    };
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&options),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(unavailable(format!(
+                "no answer within {} s",
+                PROBE_TIMEOUT.as_secs()
+            )));
+        }
+        Ok(Err(e)) => return Err(unavailable(e.to_string()).with_source(e)),
+        Ok(Ok(probe)) => {
+            let _ = sqlx::Connection::close(probe).await;
+        }
+    }
     let pool = PgPoolOptions::new()
         .max_connections(10)
         .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "cannot connect to the ledger database {}: {e}",
-                    redact_url(url)
-                ),
-            )
-            .with_source(e)
-        })?;
+        .connect_lazy_with(options);
     Ok(Db::Pg(pool))
 }
 
@@ -530,6 +602,40 @@ impl Tx {
             #[cfg(feature = "postgres")]
             Tx::Pg(t) => t.commit().await.map_err(db_error),
             Tx::None(n) => match n {},
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redact_url_hides_every_form_of_password() {
+        for (url, shown) in [
+            (
+                "postgres://refsync:s3cret@db.example.com:5432/ledger",
+                "postgres://refsync:***@db.example.com:5432/ledger",
+            ),
+            (
+                "postgresql://refsync:p@ss/w:rd@db.example.com/ledger?sslmode=require",
+                "postgresql://refsync:***@db.example.com/ledger?sslmode=require",
+            ),
+            (
+                "postgres://db.example.com/ledger?user=refsync&password=s3cret&sslmode=require",
+                "postgres://db.example.com/ledger?user=refsync&password=***&sslmode=require",
+            ),
+            (
+                "postgres://refsync@db.example.com/ledger",
+                "postgres://refsync@db.example.com/ledger",
+            ),
+            ("sqlite://ledger.db", "sqlite://ledger.db"),
+            ("sqlite::memory:", "sqlite::memory:"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            for secret in ["s3cret", "p@ss", "w:rd"] {
+                assert!(!redact_url(url).contains(secret), "{url}");
+            }
         }
     }
 }

@@ -47,7 +47,7 @@ use crate::model::{
 /// Default request body limit (64 KiB).
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 /// Largest `per_page`.
-pub const MAX_PER_PAGE: u32 = 250;
+pub use crate::model::MAX_PER_PAGE;
 /// `per_page` when not given.
 pub const DEFAULT_PER_PAGE: u32 = 25;
 
@@ -58,16 +58,16 @@ pub struct HttpOptions {
     pub api_token: Secret,
     /// The token of `POST /webhook/{token}/qualify`; `None` (or empty) disables the webhook.
     pub webhook_token: Option<Secret>,
-    /// Public base URL (`https://ledger.example.com`) of the absolute `links` of lists;
-    /// without it they are built from the request's `Host` header over `http`.
+    /// Public base URL (`https://ledger.example.com`) of the `links` of lists; without it the
+    /// links are relative (`/api/v2/users?page=2`), never built from the request's `Host`
+    /// header (which the caller chooses).
     pub public_base_url: Option<String>,
     /// Largest accepted request body, in bytes (larger bodies get 413).
     pub body_limit: usize,
 }
 
 impl HttpOptions {
-    /// Options with an API token, no webhook, links from the `Host` header and the default
-    /// body limit.
+    /// Options with an API token, no webhook, relative list links and the default body limit.
     pub fn new(api_token: impl Into<Secret>) -> Self {
         HttpOptions {
             api_token: api_token.into(),
@@ -658,16 +658,11 @@ fn select_fields(mut v: Value, fields: Option<&[String]>, keep: &[&str]) -> Valu
     v
 }
 
-/// Where absolute links point.
-fn link_base(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(b) = &state.options.public_base_url {
-        return b.clone();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    format!("http://{host}")
+/// The prefix of list links: the configured public base URL, or nothing — relative links
+/// (path and query), which the client resolves against the URL it called. Never the request's
+/// `Host` header: a client (or anyone in between) must not choose where `links.next` points.
+fn link_base(state: &AppState) -> &str {
+    state.options.public_base_url.as_deref().unwrap_or_default()
 }
 
 fn page_url(base: &str, uri: &OriginalUri, pairs: &[(String, String)], page: u32) -> String {
@@ -686,6 +681,11 @@ fn list_json<T>(
     pairs: &[(String, String)],
 ) -> Value {
     let last = page.last_page();
+    let offset = Pagination {
+        page: page.page,
+        per_page: page.per_page,
+    }
+    .offset();
     let url = |n: u32| Value::String(page_url(base, uri, pairs, n));
     json!({
         "data": data,
@@ -700,8 +700,8 @@ fn list_json<T>(
             "per_page": page.per_page,
             "total": page.total,
             "last_page": last,
-            "from": if page.items.is_empty() { Value::Null } else { json!(u64::from(page.page - 1) * u64::from(page.per_page) + 1) },
-            "to": if page.items.is_empty() { Value::Null } else { json!(u64::from(page.page - 1) * u64::from(page.per_page) + page.items.len() as u64) },
+            "from": if page.items.is_empty() { Value::Null } else { json!(offset.saturating_add(1)) },
+            "to": if page.items.is_empty() { Value::Null } else { json!(offset.saturating_add(page.items.len() as u64)) },
         },
     })
 }
@@ -762,12 +762,7 @@ async fn users_json(
 
 // ----- v2 ----------------------------------------------------------------------------------
 
-async fn v2_campaigns(
-    State(state): St,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
+async fn v2_campaigns(State(state): St, uri: OriginalUri, RawQuery(raw): RawQuery) -> ApiResult {
     let pairs = query_pairs(raw.as_deref())?;
     let p = list_params(&pairs, &["id", "name", "url", "created_at"], false)?;
     let all = state.ledger.campaigns().await?;
@@ -798,7 +793,7 @@ async fn v2_campaigns(
     };
     ok(
         StatusCode::OK,
-        list_json(&data, &page, &link_base(&state, &headers), &uri, &pairs),
+        list_json(&data, &page, link_base(&state), &uri, &pairs),
     )
 }
 
@@ -833,12 +828,7 @@ async fn v2_get_user(
     ok(StatusCode::OK, json!({ "data": data.pop() }))
 }
 
-async fn v2_list_users(
-    State(state): St,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
+async fn v2_list_users(State(state): St, uri: OriginalUri, RawQuery(raw): RawQuery) -> ApiResult {
     let pairs = query_pairs(raw.as_deref())?;
     let p = list_params(&pairs, USER_KEYS, true)?;
     let page = state.ledger.users(p.campaign_id, &p.list).await?;
@@ -852,7 +842,7 @@ async fn v2_list_users(
     .await?;
     ok(
         StatusCode::OK,
-        list_json(&data, &page, &link_base(&state, &headers), &uri, &pairs),
+        list_json(&data, &page, link_base(&state), &uri, &pairs),
     )
 }
 
@@ -936,7 +926,6 @@ async fn v2_qualification(State(state): St, body: Result<Bytes, BytesRejection>)
 
 async fn v2_rewards(
     State(state): St,
-    headers: HeaderMap,
     uri: OriginalUri,
     path: Result<Path<(String, String)>, PathRejection>,
     RawQuery(raw): RawQuery,
@@ -972,7 +961,7 @@ async fn v2_rewards(
         .collect::<Vec<_>>();
     ok(
         StatusCode::OK,
-        list_json(&data, &page, &link_base(&state, &headers), &uri, &pairs),
+        list_json(&data, &page, link_base(&state), &uri, &pairs),
     )
 }
 
@@ -995,8 +984,8 @@ async fn v2_cancel(State(state): St, path: Result<Path<String>, PathRejection>) 
 
 // ----- v1 ----------------------------------------------------------------------------------
 
-async fn v1_campaigns(state: St, headers: HeaderMap, uri: OriginalUri, raw: RawQuery) -> ApiResult {
-    v2_campaigns(state, headers, uri, raw).await
+async fn v1_campaigns(state: St, uri: OriginalUri, raw: RawQuery) -> ApiResult {
+    v2_campaigns(state, uri, raw).await
 }
 
 async fn v1_campaign(State(state): St, path: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -1067,12 +1056,7 @@ async fn v1_update_user(
     ok(StatusCode::OK, user_json(&user))
 }
 
-async fn v1_list_users(
-    State(state): St,
-    headers: HeaderMap,
-    uri: OriginalUri,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
+async fn v1_list_users(State(state): St, uri: OriginalUri, RawQuery(raw): RawQuery) -> ApiResult {
     let pairs = query_pairs(raw.as_deref())?;
     let mut p = list_params(&pairs, USER_KEYS, false)?;
     // Referral Factory's v1 ignores campaign_id here; so do we (clients filter themselves).
@@ -1081,7 +1065,7 @@ async fn v1_list_users(
     let data = page.items.iter().map(user_json).collect::<Vec<_>>();
     ok(
         StatusCode::OK,
-        list_json(&data, &page, &link_base(&state, &headers), &uri, &pairs),
+        list_json(&data, &page, link_base(&state), &uri, &pairs),
     )
 }
 

@@ -3,7 +3,9 @@
 use refsync_core::{Error, ErrorKind, NewUser, ReferralKey, ReferrerRef, Result, RewardStatus};
 use serde::{Deserialize, Serialize};
 
-use crate::db::{Arg, Backend, Db, Row, Tx, args, format_time, is_unique_violation_on, now};
+use crate::db::{
+    Arg, Backend, Db, Row, Tx, args, format_time, is_unique_violation_on, now, redact_url,
+};
 use crate::model::{
     Campaign, CouponBatch, CouponStats, ListQuery, MetaField, Metric, NewCampaign, NewRewardRule,
     Page, Qualification, QualificationRecord, Recipient, RewardQuery, RewardRecord, RewardRule,
@@ -19,7 +21,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://refsync-ledger.db";
 const MAX_TEXT: usize = 255;
 
 /// Settings of the `ledger` platform (the `[platform.settings]` of a refsync config).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` shows the database URL without its password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerSettings {
     /// `sqlite://PATH` (created if missing), `sqlite::memory:` or `postgres://...`.
@@ -33,6 +37,15 @@ pub struct LedgerSettings {
 
 fn default_database_url() -> String {
     DEFAULT_DATABASE_URL.to_owned()
+}
+
+impl std::fmt::Debug for LedgerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LedgerSettings")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("link_base_url", &self.link_base_url)
+            .finish()
+    }
 }
 
 impl Default for LedgerSettings {
@@ -62,6 +75,12 @@ const USER_COLUMNS: &str = "u.id, u.campaign_id, u.referrer_id, u.code, u.first_
      u.user_type, u.source, u.meta, u.signed_up_at, u.qualified_at, c.link_base_url, \
      (SELECT cp.code FROM coupons cp WHERE cp.user_id = u.id) AS coupon";
 const USER_FROM: &str = "FROM users u JOIN campaigns c ON c.id = u.campaign_id";
+/// A lookup by email: exactly that email (`$1`, trimmed by the caller) without case, in campaign
+/// `$2` (served by the index `users_campaign_email_lower`). The normalized email is only the
+/// uniqueness key and the self-referral check, never a lookup key.
+const EMAIL_MATCH_U: &str = "LOWER(u.email) = LOWER($1) AND u.campaign_id = $2";
+const EMAIL_MATCH_FROM: &str =
+    "FROM users u WHERE LOWER(u.email) = LOWER($1) AND u.campaign_id = $2";
 const REWARD_COLUMNS: &str = "r.id, r.rule_id, r.campaign_id, r.recipient_id, r.referral_id, \
      r.referrer_id, r.trigger_event, r.metric, r.amount, r.value, r.status, r.created_at, \
      r.issued_at, r.cancelled_at, r.cancel_reason";
@@ -88,7 +107,18 @@ impl Ledger {
     /// or `postgres://user:password@host/db` (feature `postgres`).
     pub async fn open(url: &str) -> Result<Ledger> {
         Ok(Ledger {
-            db: Db::open(url).await?,
+            db: Db::open(url, true).await?,
+            link_base_url: None,
+        })
+    }
+
+    /// Like [`Ledger::open`], but never creates a SQLite file: a missing one is a
+    /// [`ErrorKind::NotFound`] error naming the path (for read-only tools, which should not
+    /// leave an empty ledger behind a mistyped path). PostgreSQL and in-memory URLs open as
+    /// with [`Ledger::open`].
+    pub async fn open_existing(url: &str) -> Result<Ledger> {
+        Ok(Ledger {
+            db: Db::open(url, false).await?,
             link_base_url: None,
         })
     }
@@ -306,9 +336,9 @@ impl Ledger {
 
     // ----- users -----------------------------------------------------------------------
 
-    /// Adds a user (source `Api`). With a referrer (by id, code or email, in the same
-    /// campaign) the user is a Person Invited: the next unused coupon of the campaign is
-    /// assigned and `when_invited` rewards become due.
+    /// Adds a user (source `Api`). With a referrer (by id, code or email — the exact email,
+    /// without case — in the same campaign) the user is a Person Invited: the next unused
+    /// coupon of the campaign is assigned and `when_invited` rewards become due.
     ///
     /// Errors: [`ErrorKind::Conflict`] "email already exists" when the campaign has a user
     /// with the same normalized email; [`ErrorKind::Validation`] for a missing field, an
@@ -496,6 +526,9 @@ impl Ledger {
     }
 
     /// The user a referral key names (id, code, email in a campaign, or assigned coupon).
+    ///
+    /// An email matches exactly, without case (trimmed): `ann+crm@example.com` does not find
+    /// `ann@example.com`, although the two are one person for the uniqueness check.
     pub async fn user(&self, key: &ReferralKey) -> Result<Option<User>> {
         let (cond, arg): (&str, Vec<Arg>) = match key {
             ReferralKey::Id { id } => match parse_id(id) {
@@ -503,15 +536,10 @@ impl Ledger {
                 None => return Ok(None),
             },
             ReferralKey::Code { code } => ("u.code = $1", args![normalize_code(code)].to_vec()),
-            ReferralKey::Email { email, campaign } => {
-                match (normalize_email(email), parse_id(campaign)) {
-                    (Some(e), Some(c)) => (
-                        "u.email_normalized = $1 AND u.campaign_id = $2",
-                        args![e, c].to_vec(),
-                    ),
-                    _ => return Ok(None),
-                }
-            }
+            ReferralKey::Email { email, campaign } => match parse_id(campaign) {
+                Some(c) => (EMAIL_MATCH_U, args![email.trim(), c].to_vec()),
+                None => return Ok(None),
+            },
             ReferralKey::Coupon { coupon } => (
                 "u.id = (SELECT cp.user_id FROM coupons cp WHERE cp.code_normalized = $1)",
                 args![normalize_coupon(coupon)].to_vec(),
@@ -528,7 +556,8 @@ impl Ledger {
     }
 
     /// Looks a user up by Referral Factory's `{identifier}`: an id (digits), an email
-    /// (contains `@`; `campaign_id` needed when several campaigns have it) or a code.
+    /// (contains `@`; matched exactly without case; `campaign_id` needed when several campaigns
+    /// have it) or a code.
     pub async fn find_user(
         &self,
         identifier: &str,
@@ -540,12 +569,10 @@ impl Ledger {
             return Ok(user.filter(|u| campaign_id.is_none_or(|c| u.campaign_id == c)));
         }
         if identifier.contains('@') {
-            let Some(email) = normalize_email(identifier) else {
-                return Ok(None);
-            };
+            // Exactly that email, without case (as Referral Factory matches it).
             let mut sql =
-                format!("SELECT {USER_COLUMNS} {USER_FROM} WHERE u.email_normalized = $1");
-            let mut a = args![email].to_vec();
+                format!("SELECT {USER_COLUMNS} {USER_FROM} WHERE LOWER(u.email) = LOWER($1)");
+            let mut a = args![identifier].to_vec();
             if let Some(c) = campaign_id {
                 sql.push_str(" AND u.campaign_id = $2");
                 a.push(Arg::Int(c));
@@ -790,20 +817,27 @@ impl Ledger {
         Ok(page_of(items, total, &query.list))
     }
 
-    /// Rewards received by, or made due by, any of `user_ids`, by id.
+    /// Rewards received by, or made due by, any of `user_ids`, by id. Any number of ids: they
+    /// travel as one JSON array parameter, not one parameter each (SQLite takes at most 32,766
+    /// parameters, PostgreSQL 65,535).
     pub async fn rewards_involving(&self, user_ids: &[i64]) -> Result<Vec<RewardRecord>> {
         if user_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (1..=user_ids.len()).map(|i| format!("${i}")).collect();
-        let list = list.join(", ");
-        let args: Vec<Arg> = user_ids.iter().map(|&i| Arg::Int(i)).collect();
+        let ids = match self.backend() {
+            Backend::Sqlite => "SELECT CAST(j.value AS INTEGER) FROM json_each($1) j",
+            Backend::Postgres => {
+                "SELECT CAST(j AS BIGINT) FROM jsonb_array_elements_text(CAST($1 AS JSONB)) j"
+            }
+        };
+        let list = serde_json::to_string(user_ids)
+            .map_err(|e| Error::unexpected(format!("user ids do not serialize: {e}")))?;
         self.db
             .fetch_all(
                 &format!(
-                    "SELECT {REWARD_COLUMNS} FROM rewards r WHERE r.recipient_id IN ({list}) OR r.referral_id IN ({list}) ORDER BY r.id"
+                    "SELECT {REWARD_COLUMNS} FROM rewards r WHERE r.recipient_id IN ({ids}) OR r.referral_id IN ({ids}) ORDER BY r.id"
                 ),
-                &args,
+                &args![list],
             )
             .await?
             .iter()
@@ -965,7 +999,7 @@ async fn require_campaign(tx: &mut Tx, campaign_id: i64) -> Result<()> {
     Ok(())
 }
 
-/// The referrer's id and normalized email, in `campaign_id`.
+/// The referrer's id and normalized email (for the self-referral check), in `campaign_id`.
 async fn resolve_referrer(tx: &mut Tx, campaign_id: i64, r: &ReferrerRef) -> Result<(i64, String)> {
     let (cond, arg, what) = match r {
         ReferrerRef::Id(v) => match parse_id(v) {
@@ -977,9 +1011,10 @@ async fn resolve_referrer(tx: &mut Tx, campaign_id: i64, r: &ReferrerRef) -> Res
             Arg::Text(normalize_code(v)),
             format!("code {v}"),
         ),
+        // Exactly that email, without case, like every lookup by email.
         ReferrerRef::Email(v) => (
-            "email_normalized = $1",
-            Arg::Text(normalize_email(v).unwrap_or_default()),
+            "LOWER(email) = LOWER($1)",
+            Arg::Text(v.trim().to_owned()),
             format!("email {v}"),
         ),
     };
@@ -1035,15 +1070,15 @@ async fn resolve(tx: &mut Tx, key: &ReferralKey) -> Result<Target> {
             }
         }
         ReferralKey::Email { email, campaign } => {
-            let row = match (normalize_email(email), parse_id(campaign)) {
-                (Some(e), Some(c)) => {
+            let row = match parse_id(campaign) {
+                Some(c) => {
                     tx.fetch_optional(
-                        "SELECT id FROM users WHERE email_normalized = $1 AND campaign_id = $2",
-                        &args![e, c],
+                        &format!("SELECT u.id {EMAIL_MATCH_FROM}"),
+                        &args![email.trim(), c],
                     )
                     .await?
                 }
-                _ => None,
+                None => None,
             };
             match found(row)? {
                 Some(id) => Target::User {
@@ -1105,9 +1140,14 @@ async fn make_due(
         .collect::<Result<Vec<_>>>()?;
     if rules.iter().any(|r| r.cap_per_referrer.is_some()) && backend == Backend::Postgres {
         // Caps count the referrer's rewarded referrals: serialize concurrent qualifications
-        // of one referrer's referrals (SQLite write transactions are serialized already).
+        // and sign-ups of one referrer's referrals (SQLite write transactions are serialized
+        // already). `FOR NO KEY UPDATE`, not `FOR UPDATE`: a sign-up already holds the `FOR KEY
+        // SHARE` lock its `referrer_id` foreign key takes on this row, which `FOR UPDATE` would
+        // wait for in every other concurrent sign-up — a deadlock. `NO KEY UPDATE` coexists
+        // with key-share locks and still excludes itself, so the cap count below (a new
+        // snapshot, after the wait) sees every reward the previous holder committed.
         tx.execute(
-            "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+            "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
             &args![referrer_id],
         )
         .await?;
@@ -1183,12 +1223,12 @@ async fn load_user(tx: &mut Tx, id: i64) -> Result<User> {
 }
 
 fn page_of<T>(items: Vec<T>, total: i64, list: &ListQuery) -> Page<T> {
-    match list.page {
+    match list.page.map(crate::model::Pagination::clamped) {
         Some(p) => Page {
             items,
             total,
-            page: p.page.max(1),
-            per_page: p.per_page.max(1),
+            page: p.page,
+            per_page: p.per_page,
         },
         None => {
             let n = u32::try_from(items.len()).unwrap_or(u32::MAX);

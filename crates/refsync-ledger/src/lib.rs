@@ -9,11 +9,11 @@ mod normalize;
 mod platform;
 mod query;
 
-pub use db::Backend;
+pub use db::{Backend, redact_url as redact_database_url};
 pub use ledger::{DEFAULT_DATABASE_URL, Ledger, LedgerSettings};
 pub use model::{
-    Campaign, CouponBatch, CouponStats, FieldError, Filter, FilterOp, ListQuery, METRICS,
-    MetaField, Metric, NewCampaign, NewRewardRule, Page, Pagination, Qualification,
+    Campaign, CouponBatch, CouponStats, FieldError, Filter, FilterOp, ListQuery, MAX_PER_PAGE,
+    METRICS, MetaField, Metric, NewCampaign, NewRewardRule, Page, Pagination, Qualification,
     QualificationRecord, Recipient, RewardQuery, RewardRecord, RewardRule, Trigger, User, UserType,
     error_field, status_str,
 };

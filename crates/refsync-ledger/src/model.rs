@@ -487,10 +487,29 @@ impl Filter {
 /// Which page of a list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pagination {
-    /// 1-based page number.
+    /// 1-based page number (0 is read as 1).
     pub page: u32,
-    /// Items per page (≥ 1).
+    /// Items per page, 1 to [`MAX_PER_PAGE`] (smaller or larger values are read as the
+    /// nearest bound).
     pub per_page: u32,
+}
+
+/// The largest page size of a list (Referral Factory's `per_page` limit).
+pub const MAX_PER_PAGE: u32 = 250;
+
+impl Pagination {
+    /// The page as lists read it: `page` at least 1, `per_page` within 1..=[`MAX_PER_PAGE`].
+    pub fn clamped(self) -> Pagination {
+        Pagination {
+            page: self.page.max(1),
+            per_page: self.per_page.clamp(1, MAX_PER_PAGE),
+        }
+    }
+    /// How many items come before this page (no overflow for any page number).
+    pub fn offset(self) -> u64 {
+        let p = self.clamped();
+        u64::from(p.page - 1).saturating_mul(u64::from(p.per_page))
+    }
 }
 
 /// Filters, order and page of a list.
@@ -525,9 +544,13 @@ impl<T> Page<T> {
         if self.per_page == 0 || self.total <= 0 {
             return 1;
         }
-        u32::try_from((self.total + i64::from(self.per_page) - 1) / i64::from(self.per_page))
-            .unwrap_or(u32::MAX)
-            .max(1)
+        u32::try_from(
+            self.total
+                .saturating_add(i64::from(self.per_page) - 1)
+                .saturating_div(i64::from(self.per_page)),
+        )
+        .unwrap_or(u32::MAX)
+        .max(1)
     }
 }
 

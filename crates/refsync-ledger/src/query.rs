@@ -149,8 +149,14 @@ impl Select {
                     self.conditions.push(format!("{expr} {sql_op} {p}"));
                 }
                 Kind::Text => {
-                    // Case-insensitive, like Referral Factory's MySQL collation.
-                    let p = self.next_param(Arg::Text(f.value.clone()));
+                    // Case-insensitive, like Referral Factory's MySQL collation; `equal` also
+                    // ignores surrounding spaces (stored values are trimmed), so
+                    // `filter[email][equal]` matches exactly as every other lookup by email.
+                    let v = match f.op {
+                        FilterOp::Equal => f.value.trim().to_owned(),
+                        _ => f.value.clone(),
+                    };
+                    let p = self.next_param(Arg::Text(v));
                     self.conditions
                         .push(format!("LOWER({expr}) {sql_op} LOWER({p})"));
                 }
@@ -184,8 +190,9 @@ impl Select {
         ));
         let mut args = self.args.clone();
         if let Some(p) = list.page {
-            let per = i64::from(p.per_page.max(1));
-            let offset = i64::from(p.page.max(1) - 1) * per;
+            let p = p.clamped();
+            let per = i64::from(p.per_page);
+            let offset = i64::try_from(p.offset()).unwrap_or(i64::MAX);
             args.push(Arg::Int(per));
             let l = args.len();
             args.push(Arg::Int(offset));

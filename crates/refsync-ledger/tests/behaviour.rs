@@ -34,6 +34,10 @@ suite!(
     concurrent_qualifies_from_two_pools,
     concurrent_signups_with_the_same_email,
     concurrent_signups_get_distinct_coupons,
+    concurrent_signups_with_a_capped_when_invited_rule,
+    email_lookups_are_exact_and_case_insensitive,
+    rewards_involving_any_number_of_users,
+    any_page_number_is_safe,
 );
 
 // ----- helpers -------------------------------------------------------------------------------
@@ -258,7 +262,7 @@ async fn referrer_attribution_by_id_code_and_email(db: &TestDb) {
             c,
             "E",
             "e@example.com",
-            Some(ReferrerRef::Email("ann.lee@EXAMPLE.com".into())),
+            Some(ReferrerRef::Email(" ann.lee+NEWS@EXAMPLE.com ".into())),
         ))
         .await
         .unwrap();
@@ -272,6 +276,8 @@ async fn referrer_attribution_by_id_code_and_email(db: &TestDb) {
         ReferrerRef::Id("abc".into()),
         ReferrerRef::Code("NOPE2345".into()),
         ReferrerRef::Email("nobody@example.com".into()),
+        // Emails are looked up exactly (without case): not by the normalized form.
+        ReferrerRef::Email("ann.lee@example.com".into()),
         // A referrer of another campaign does not count.
         ReferrerRef::Code(stranger.code.clone()),
         ReferrerRef::Id(stranger.id.to_string()),
@@ -1257,7 +1263,360 @@ async fn concurrent_signups_get_distinct_coupons(db: &TestDb) {
     b.close().await;
 }
 
+async fn concurrent_signups_with_a_capped_when_invited_rule(db: &TestDb) {
+    // Each sign-up's foreign key takes a key-share lock on the referrer's row, and the cap
+    // then locks that row: with `FOR UPDATE` concurrent sign-ups deadlocked on PostgreSQL.
+    let a = db.ledger.clone();
+    let b = db.second().await;
+    let c = campaign(&a, "A").await;
+    let one = rule(
+        &a,
+        c,
+        Recipient::Referrer,
+        Trigger::WhenInvited,
+        Metric::Amount,
+        "100",
+        Some(1),
+    )
+    .await;
+    let three = rule(
+        &a,
+        c,
+        Recipient::Both,
+        Trigger::WhenInvited,
+        Metric::Coupon,
+        "HELLO",
+        Some(3),
+    )
+    .await;
+    for round in 0..3 {
+        let ann = referrer(&a, c, "Ann", &format!("ann{round}@example.com")).await;
+        let mut tasks = Vec::new();
+        for i in 0..10 {
+            let l = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let user = new_user(
+                c,
+                &format!("U{i}"),
+                &format!("u{round}.{i}@example.com"),
+                Some(ReferrerRef::Id(ann.id.to_string())),
+            );
+            tasks.push(tokio::spawn(async move { l.add_user(&user).await }));
+        }
+        for t in tasks {
+            let u = t
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("sign-up failed: {e}"));
+            assert_eq!(u.referrer_id, Some(ann.id));
+        }
+        let rewards = a
+            .rewards(&RewardQuery {
+                list: ListQuery {
+                    filters: vec![Filter::new(
+                        "referrer_id",
+                        FilterOp::Equal,
+                        ann.id.to_string(),
+                    )],
+                    ..ListQuery::default()
+                },
+                ..RewardQuery::default()
+            })
+            .await
+            .unwrap()
+            .items;
+        let referrals = |rule: i64| {
+            rewards
+                .iter()
+                .filter(|r| r.rule_id == rule && r.status != RewardStatus::Cancelled)
+                .map(|r| r.referral_id)
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(referrals(one).len(), 1, "cap 1 exactly: {rewards:?}");
+        assert_eq!(referrals(three).len(), 3, "cap 3 exactly: {rewards:?}");
+        assert_eq!(
+            rewards.iter().filter(|r| r.rule_id == three).count(),
+            6,
+            "both recipients of the 3 rewarded referrals"
+        );
+    }
+    b.close().await;
+}
+
+async fn email_lookups_are_exact_and_case_insensitive(db: &TestDb) {
+    let l = &db.ledger;
+    let c = campaign(l, "A").await;
+    let other = campaign(l, "B").await;
+    rule(
+        l,
+        c,
+        Recipient::Referrer,
+        Trigger::WhenQualified,
+        Metric::Amount,
+        "1",
+        None,
+    )
+    .await;
+    let cat = referrer(l, c, "Cat", "catjones+crm@gmail.com").await;
+    let email = |email: &str| ReferralKey::Email {
+        email: email.into(),
+        campaign: c.to_string(),
+    };
+    let filtered = |value: &str| ListQuery {
+        filters: vec![Filter::new("email", FilterOp::Equal, value)],
+        ..ListQuery::default()
+    };
+    for same in [
+        "catjones+crm@gmail.com",
+        " CatJones+CRM@Gmail.COM ",
+        "CATJONES+crm@GMAIL.com",
+    ] {
+        assert_eq!(
+            l.user(&email(same)).await.unwrap().as_ref(),
+            Some(&cat),
+            "{same:?}"
+        );
+        assert_eq!(
+            l.find_user(same, Some(c)).await.unwrap().as_ref(),
+            Some(&cat),
+            "{same:?}"
+        );
+        assert_eq!(
+            l.find_user(same, None).await.unwrap().as_ref(),
+            Some(&cat),
+            "{same:?}"
+        );
+        let page = l.users(Some(c), &filtered(same)).await.unwrap();
+        assert_eq!(page.items, vec![cat.clone()], "{same:?}");
+    }
+    // The same person for the uniqueness check, but other addresses for a lookup.
+    for different in [
+        "catjones@gmail.com",
+        "cat.jones+crm@gmail.com",
+        "catjones+other@gmail.com",
+        "catjones+crm@googlemail.com",
+    ] {
+        assert_eq!(
+            l.user(&email(different)).await.unwrap(),
+            None,
+            "{different}"
+        );
+        assert_eq!(
+            l.find_user(different, Some(c)).await.unwrap(),
+            None,
+            "{different}"
+        );
+        assert_eq!(
+            l.find_user(different, None).await.unwrap(),
+            None,
+            "{different}"
+        );
+        assert_eq!(
+            l.users(Some(c), &filtered(different)).await.unwrap().total,
+            0
+        );
+        let e = l
+            .add_user(&new_user(c, "Again", different, None))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&e), ErrorKind::Conflict, "{different}: {e}");
+        let e = l
+            .add_user(&new_user(
+                c,
+                "Referrer by another form",
+                "x@example.com",
+                Some(ReferrerRef::Email(different.into())),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error_field(&e).unwrap().field,
+            "referrer",
+            "{different}: {e}"
+        );
+    }
+    // Self-referral still compares the normalized email.
+    let e = l
+        .add_user(&new_user(
+            c,
+            "Me",
+            "cat.jones+me@gmail.com",
+            Some(ReferrerRef::Email(" CATJONES+crm@gmail.com".into())),
+        ))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("Self-referral"), "{e}");
+
+    let bob = l
+        .add_user(&new_user(
+            c,
+            "Bob",
+            "Bob.Smith+promo@Example.com",
+            Some(ReferrerRef::Email("CatJones+CRM@gmail.com ".into())),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(bob.referrer_id, Some(cat.id));
+    assert_eq!(bob.email, "Bob.Smith+promo@Example.com", "stored as given");
+    for different in ["bob.smith@example.com", "bobsmith+promo@example.com"] {
+        let e = l.qualify(&email(different)).await.unwrap_err();
+        assert_eq!(kind(&e), ErrorKind::NotFound, "{different}: {e}");
+    }
+    let q = l
+        .qualify(&email(" bob.smith+PROMO@example.com"))
+        .await
+        .unwrap();
+    assert!(matches!(q, Qualification::Qualified { .. }), "{q:?}");
+    let un = l
+        .unqualify(&email("BOB.SMITH+promo@EXAMPLE.COM"))
+        .await
+        .unwrap();
+    assert!(matches!(un, Qualification::Unqualified { .. }), "{un:?}");
+    // Another campaign's user with the same email is another user.
+    let twin = referrer(l, other, "Twin", "CATJONES+crm@gmail.com").await;
+    assert_eq!(
+        l.find_user("catjones+crm@gmail.com", Some(other))
+            .await
+            .unwrap(),
+        Some(twin)
+    );
+    let e = l
+        .find_user("catjones+crm@gmail.com", None)
+        .await
+        .unwrap_err();
+    assert_eq!(error_field(&e).unwrap().field, "campaign_id");
+}
+
+async fn rewards_involving_any_number_of_users(db: &TestDb) {
+    // More ids than either backend takes parameters (SQLite 32,766, PostgreSQL 65,535): the
+    // ids must not be bound one parameter each.
+    let l = &db.ledger;
+    let c = campaign(l, "A").await;
+    rule(
+        l,
+        c,
+        Recipient::Both,
+        Trigger::WhenQualified,
+        Metric::Amount,
+        "7",
+        None,
+    )
+    .await;
+    let ann = referrer(l, c, "Ann", "ann@example.com").await;
+    let bob = invited(l, c, "Bob", "bob@example.com", &ann).await;
+    let cy = invited(l, c, "Cy", "cy@example.com", &ann).await;
+    l.qualify(&code(&bob)).await.unwrap();
+    l.qualify(&code(&cy)).await.unwrap();
+    let all = l.rewards_involving(&[ann.id, bob.id, cy.id]).await.unwrap();
+    assert_eq!(all.len(), 4);
+    let mut ids: Vec<i64> = (1_000_000..1_070_000).collect();
+    ids.push(bob.id);
+    let many = l.rewards_involving(&ids).await.unwrap();
+    assert_eq!(
+        many.iter()
+            .map(|r| (r.referral_id, r.recipient_id))
+            .collect::<BTreeSet<_>>(),
+        [(bob.id, ann.id), (bob.id, bob.id)].into_iter().collect(),
+        "received by bob or made due by bob"
+    );
+    assert!(many.windows(2).all(|w| w[0].id < w[1].id), "by id");
+    assert!(l.rewards_involving(&[]).await.unwrap().is_empty());
+    assert!(
+        l.rewards_involving(&ids[..70_000])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn any_page_number_is_safe(db: &TestDb) {
+    let l = &db.ledger;
+    let c = campaign(l, "A").await;
+    let ann = referrer(l, c, "Ann", "ann@example.com").await;
+    invited(l, c, "Bob", "bob@example.com", &ann).await;
+    let page = |page, per_page| ListQuery {
+        page: Some(Pagination { page, per_page }),
+        ..ListQuery::default()
+    };
+    for (p, per, items, shown) in [
+        (u32::MAX, u32::MAX, 0, (u32::MAX, 250)),
+        (u32::MAX, 1, 0, (u32::MAX, 1)),
+        (1, u32::MAX, 2, (1, 250)),
+        (2, 251, 0, (2, 250)),
+        (0, 0, 1, (1, 1)),
+    ] {
+        let users = l.users(Some(c), &page(p, per)).await.unwrap();
+        assert_eq!(users.items.len(), items, "page {p} per_page {per}");
+        assert_eq!(
+            (users.page, users.per_page),
+            shown,
+            "page {p} per_page {per}"
+        );
+        assert_eq!(users.total, 2);
+        let rewards = l
+            .rewards(&RewardQuery {
+                list: page(p, per),
+                ..RewardQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((rewards.page, rewards.per_page), shown);
+        assert!(rewards.items.is_empty());
+    }
+    let page = l.users(Some(c), &page(u32::MAX, u32::MAX)).await.unwrap();
+    assert_eq!(page.last_page(), 1);
+}
+
 // ----- not per backend ---------------------------------------------------------------------
+
+#[test]
+fn settings_debug_never_shows_the_database_password() {
+    for url in [
+        "postgres://refsync:s3cret-pw@db.example.com:5432/ledger?sslmode=require",
+        "postgres://refsync:s3cret@pw@db.example.com/ledger",
+        "postgres://db.example.com/ledger?user=refsync&password=s3cret-pw",
+    ] {
+        let settings = refsync_ledger::LedgerSettings {
+            database_url: url.into(),
+            link_base_url: Some("https://example.com/r".into()),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("db.example.com"), "{shown}");
+        assert!(shown.contains("https://example.com/r"), "{shown}");
+        let pretty = format!("{settings:#?}");
+        assert!(!pretty.contains("s3cret"), "{pretty}");
+    }
+    let settings = refsync_ledger::LedgerSettings {
+        database_url: "postgres://refsync:s3cret-pw@db.example.com/ledger".into(),
+        link_base_url: None,
+    };
+    assert_eq!(
+        format!("{settings:?}"),
+        r#"LedgerSettings { database_url: "postgres://refsync:***@db.example.com/ledger", link_base_url: None }"#
+    );
+}
+
+#[tokio::test]
+async fn open_existing_never_creates_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.db");
+    let url = format!("sqlite://{}", path.display());
+    let e = Ledger::open_existing(&url).await.unwrap_err();
+    assert_eq!(kind(&e), ErrorKind::NotFound, "{e}");
+    assert!(e.message().contains(&path.display().to_string()), "{e}");
+    assert!(!path.exists(), "not created");
+    let l = Ledger::open(&url).await.unwrap();
+    campaign(&l, "A").await;
+    l.close().await;
+    let again = Ledger::open_existing(&url).await.unwrap();
+    assert_eq!(again.campaigns().await.unwrap().len(), 1);
+    again.close().await;
+    Ledger::open_existing("sqlite::memory:")
+        .await
+        .unwrap()
+        .close()
+        .await;
+}
 
 #[tokio::test]
 async fn sqlite_file_is_created_with_wal_and_settings_build_through_the_registry() {

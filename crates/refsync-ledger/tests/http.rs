@@ -19,6 +19,8 @@ suite!(
     inbound_webhook,
     v1_compatibility,
     body_limit_and_unknown_routes,
+    list_links_never_come_from_the_host_header,
+    users_by_email_are_matched_exactly,
 );
 
 const TOKEN: &str = "test-api-token-0123456789";
@@ -349,17 +351,23 @@ async fn list_users_filters_with_fields_and_pagination(db: &TestDb) {
         ids.push(u["id"].as_i64().unwrap());
     }
 
-    // Follow links.next from page 1 to the end (bounded).
-    let mut url = Some(s.url(&format!(
+    // Follow links.next from page 1 to the end (bounded): relative links (no public base URL).
+    let mut url = Some(format!(
         "/api/v2/users?campaign_id={c}&per_page=3&order_by=id&order_direction=asc"
-    )));
+    ));
     let mut seen = Vec::new();
     let mut pages = 0;
     while let Some(u) = url.take() {
         pages += 1;
         assert!(pages <= 10, "pagination does not end");
-        assert!(u.starts_with("http://127.0.0.1:"), "absolute: {u}");
-        let resp = s.http.get(&u).bearer_auth(TOKEN).send().await.unwrap();
+        assert!(u.starts_with("/api/v2/users?"), "relative: {u}");
+        let resp = s
+            .http
+            .get(s.url(&u))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["meta"]["total"], json!(7));
@@ -806,4 +814,137 @@ async fn body_limit_and_unknown_routes(db: &TestDb) {
     assert_error(status, &body, StatusCode::NOT_FOUND);
     let (status, body) = s.call(reqwest::Method::DELETE, "/api/v2/users", None).await;
     assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+async fn list_links_never_come_from_the_host_header(db: &TestDb) {
+    let c = db
+        .ledger
+        .create_campaign(&refsync_ledger::NewCampaign {
+            name: "A".into(),
+            link_base_url: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    for i in 0..3 {
+        db.ledger
+            .add_user(&refsync_core::NewUser {
+                campaign_id: c.to_string(),
+                first_name: format!("U{i}"),
+                email: format!("u{i}@example.com"),
+                referrer: None,
+                meta: Default::default(),
+                notify: false,
+            })
+            .await
+            .unwrap();
+    }
+    let get = |s: &Server, path: &str| {
+        s.http
+            .get(s.url(path))
+            .bearer_auth(TOKEN)
+            .header(reqwest::header::HOST, "evil.example")
+            .send()
+    };
+    // Without a public base URL: relative links (path and query), whatever Host says.
+    let s = server(db).await;
+    for path in [
+        "/api/v2/users?per_page=1&page=2",
+        "/api/v1/users?per_page=1&page=2",
+        "/api/v2/campaigns?per_page=1",
+        "/api/v2/rewards/due/amount?per_page=1",
+    ] {
+        let resp = get(&s, path).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let body: Value = resp.json().await.unwrap();
+        let prefix = path.split('?').next().unwrap();
+        for link in ["first", "last", "prev", "next"] {
+            let Some(url) = body["links"][link].as_str() else {
+                continue;
+            };
+            assert!(!url.contains("evil"), "{path} {link}: {url}");
+            assert!(
+                url.starts_with(&format!("{prefix}?")),
+                "{path} {link}: {url}"
+            );
+        }
+    }
+    let body: Value = get(&s, "/api/v2/users?per_page=1&page=2")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["links"]["next"], "/api/v2/users?per_page=1&page=3");
+    assert_eq!(body["links"]["prev"], "/api/v2/users?per_page=1&page=1");
+    drop(s);
+
+    // With one: absolute links under it.
+    let s = serve(
+        db.ledger.clone(),
+        HttpOptions::new(TOKEN).with_public_base_url("https://ledger.example.com/"),
+    )
+    .await;
+    let body: Value = get(&s, "/api/v2/users?per_page=1&page=2")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["links"]["next"],
+        "https://ledger.example.com/api/v2/users?per_page=1&page=3"
+    );
+}
+
+async fn users_by_email_are_matched_exactly(db: &TestDb) {
+    let s = server(db).await;
+    let c = s.campaign(&db.ledger).await;
+    let cat = s.user(c, "Cat", "catjones+crm@gmail.com", None).await;
+    // `+` is literal in a path; `%2B` in a query string.
+    for path in [
+        format!("/api/v2/users/catjones+crm@gmail.com?campaign_id={c}"),
+        "/api/v2/users/CatJones+CRM@Gmail.com".to_owned(),
+        format!("/api/v2/users/catjones%2Bcrm%40gmail.com?campaign_id={c}"),
+        format!("/api/v2/users?campaign_id={c}&filter[email][equal]=CATJONES%2Bcrm%40gmail.com"),
+        format!("/api/v2/users?campaign_id={c}&filter[email]=%20catjones%2Bcrm%40gmail.com%20"),
+    ] {
+        let (status, body) = s.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let data = if body["data"].is_array() {
+            assert_eq!(body["meta"]["total"], json!(1), "{path}: {body}");
+            body["data"][0].clone()
+        } else {
+            body["data"].clone()
+        };
+        assert_eq!(data["id"], cat["id"], "{path}");
+        assert_eq!(data["email"], "catjones+crm@gmail.com", "{path}");
+    }
+    // Other forms of the same (normalized) address: 404, and an empty filter result, alike.
+    for other in ["catjones@gmail.com", "cat.jones+crm@gmail.com"] {
+        let (status, body) = s
+            .get(&format!("/api/v2/users/{other}?campaign_id={c}"))
+            .await;
+        assert_error(status, &body, StatusCode::NOT_FOUND);
+        let (status, body) = s
+            .get(&format!(
+                "/api/v2/users?campaign_id={c}&filter[email][equal]={}",
+                other.replace('+', "%2B")
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["meta"]["total"], json!(0), "{other}: {body}");
+    }
+    // ...but still the same person for "email already exists".
+    let (status, body) = s
+        .post(
+            "/api/v2/users",
+            json!({"campaign_id": c, "first_name": "Cat", "email": "cat.jones@gmail.com"}),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        body["errors"]["email"][0]["message"],
+        "email already exists"
+    );
 }

@@ -6,7 +6,7 @@ use refsync_ledger::Ledger;
 use sqlx::Connection;
 
 /// The variable naming the test PostgreSQL server.
-pub(crate) const POSTGRES_ENV: &str = "REFSYNC_TEST_POSTGRES_URL";
+pub(crate) use refsync_testkit::services::POSTGRES_ENV;
 
 /// A ledger on a throwaway database, removed on drop.
 pub(crate) struct TestDb {
@@ -40,20 +40,7 @@ pub(crate) async fn sqlite() -> TestDb {
 /// The PostgreSQL admin URL, or `None` (after saying why) when the tests must be skipped.
 /// In CI (`CI` set) a missing server is a failure.
 pub(crate) fn postgres_url() -> Option<String> {
-    match std::env::var(POSTGRES_ENV) {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "{POSTGRES_ENV} is not set but CI is: PostgreSQL must be running for the ledger's Postgres tests (see .ci/postgres.sh)"
-                );
-            }
-            eprintln!(
-                "SKIPPED: {POSTGRES_ENV} is not set; the PostgreSQL half of the ledger suite did not run (set it to e.g. postgres://postgres:postgres@127.0.0.1:5432/postgres)"
-            );
-            None
-        }
-    }
+    refsync_testkit::services::postgres_url("the ledger's PostgreSQL suite")
 }
 
 fn random_suffix() -> String {
