@@ -1,11 +1,12 @@
 //! [`ReferralFactory`]: the client, its transport loop (rate limiter → circuit breaker →
 //! `refsync_http::HttpClient`, retries) and the error mapping.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use refsync_core::{Error, ErrorKind, Result};
+use refsync_core::{Error, ErrorKind, QualifyOutcome, ReferralKey, Result};
 use refsync_http::{
     ApiRequest, ApiResponse, Auth, HttpClient, RateLimit, RateLimiter, RetryPolicy,
 };
@@ -14,7 +15,11 @@ use url::Url;
 
 use crate::NAME;
 use crate::breaker::{BreakerSettings, CircuitBreaker, Clock, Outcome, Rejection, TokioClock};
-use crate::config::{ApiVersion, Config, webhook_url};
+use crate::config::{ApiVersion, Config, MAX_CALLS_PER_MINUTE, webhook_url};
+
+/// How long every call of a client (and its clones) holds back after a 429 that carried no
+/// `Retry-After`.
+pub const DEFAULT_RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What the client says on HTTP 401.
 pub const UNAUTHORIZED_MESSAGE: &str = "Referral Factory rejected the API token; check it in Settings → API — generating a new token invalidates the old one";
@@ -36,7 +41,16 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     retry: RetryPolicy,
     secrets: Vec<String>,
+    /// No call goes out before this instant (on `clock`): set by every 429, from its
+    /// `Retry-After` (or [`DEFAULT_RATE_LIMIT_BACKOFF`]), and shared by all clones.
+    not_before: Mutex<Option<Instant>>,
+    /// The qualify / unqualify calls in flight, by (qualify?, key): concurrent calls for the
+    /// same key share one (see `ops.rs`).
+    pub(crate) flights: Mutex<HashMap<(bool, ReferralKey), Flight>>,
 }
+
+/// The result of a shared qualify / unqualify call, once it has one.
+pub(crate) type Flight = tokio::sync::watch::Receiver<Option<Arc<Result<QualifyOutcome>>>>;
 
 struct Webhook {
     client: HttpClient,
@@ -81,6 +95,10 @@ impl fmt::Debug for ReferralFactoryBuilder {
 impl ReferralFactoryBuilder {
     /// Shares `limiter` with other clients using the same token (the 600/min limit is per
     /// token). Default: a limiter of `rate_limit_per_minute` for this client alone.
+    ///
+    /// [`build`](Self::build) rejects a limiter that lets more than 600 calls through in some
+    /// 60 s window (e.g. `RateLimit::per_second(11)`, or `RateLimit::per_hour(1000)`, whose
+    /// whole hour may be spent in one minute).
     #[must_use]
     pub fn rate_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = Some(limiter);
@@ -107,10 +125,13 @@ impl ReferralFactoryBuilder {
         self
     }
 
-    /// Validates the config and builds the client.
+    /// Validates the config (and a given rate limiter) and builds the client.
     pub fn build(self) -> Result<ReferralFactory> {
         let config = self.config;
         config.validate()?;
+        if let Some(limiter) = &self.limiter {
+            check_limit(limiter.limit())?;
+        }
         let base = Url::parse(config.base_url())
             .map_err(|e| Error::config(format!("base_url: {e}")).with_connector(NAME))?;
         let mut secrets = Vec::new();
@@ -177,8 +198,39 @@ impl ReferralFactoryBuilder {
                 clock,
                 retry,
                 secrets,
+                not_before: Mutex::new(None),
+                flights: Mutex::new(HashMap::new()),
             }),
         })
+    }
+}
+
+/// The most calls `limit` lets through in one 60 s window: its bucket never allows more than
+/// `capacity` calls in any window of length `per`, so a minute holds `ceil(60 s / per)` such
+/// windows (one when `per` is a minute or longer: a whole hour's budget can go in one minute).
+fn calls_per_minute(limit: RateLimit) -> Option<u128> {
+    let per = limit.per.as_nanos();
+    if per == 0 {
+        return None;
+    }
+    let minute = Duration::from_secs(60).as_nanos();
+    Some(u128::from(limit.capacity.max(1)) * minute.div_ceil(per))
+}
+
+/// Rejects a shared limiter that could exceed Referral Factory's 600 calls per minute.
+fn check_limit(limit: RateLimit) -> Result<()> {
+    match calls_per_minute(limit) {
+        Some(n) if n <= u128::from(MAX_CALLS_PER_MINUTE) => Ok(()),
+        n => Err(Error::config(format!(
+            "the rate limiter given to the builder ({} calls per {:?}) lets {} calls through in one minute, above Referral Factory's limit of \
+             {MAX_CALLS_PER_MINUTE} calls per minute per token; three abuses block the IP for 7 days. Share a limiter of at most \
+             RateLimit::per_minute({MAX_CALLS_PER_MINUTE}) (the default is {})",
+            limit.capacity,
+            limit.per,
+            n.map_or_else(|| "unlimited".to_owned(), |n| format!("up to {n}")),
+            crate::config::DEFAULT_CALLS_PER_MINUTE,
+        ))
+        .with_connector(NAME)),
     }
 }
 
@@ -257,17 +309,34 @@ impl ReferralFactory {
         out
     }
 
-    /// Sends one call: breaker check → rate limiter → breaker permit → HTTP → retries.
+    /// Sends one call: breaker check → `Retry-After` gate → rate limiter → breaker permit →
+    /// HTTP → retries.
     ///
     /// 429 is retried for every call after `Retry-After` (unless it opens the breaker or asks
     /// for more than `max_retry_after`); 5xx, timeouts and connection failures only for
-    /// idempotent requests. Errors come back mapped (see [`Self::map_error`]).
+    /// idempotent requests. Every 429 also holds back every other call of this client and its
+    /// clones until its `Retry-After` is over (see [`Self::wait_not_before`]). Errors come back
+    /// mapped (see [`Self::map_error`]).
     pub(crate) async fn execute(
         &self,
         target: Target,
         req: ApiRequest,
         campaign: Option<&str>,
     ) -> Result<ApiResponse> {
+        self.execute_traced(target, req, campaign)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`Self::execute`], also saying whether an earlier try of this call may have been
+    /// processed by the server (it ended with a 5xx, a timeout or a connection failure before
+    /// the try that was answered).
+    pub(crate) async fn execute_traced(
+        &self,
+        target: Target,
+        req: ApiRequest,
+        campaign: Option<&str>,
+    ) -> Result<(ApiResponse, bool)> {
         let inner = &*self.inner;
         let op = req.operation;
         let http = match target {
@@ -286,15 +355,19 @@ impl ReferralFactory {
         };
         let max_attempts = inner.retry.max_attempts.max(1);
         let mut attempt = 0u32;
+        let mut maybe_processed = false;
         loop {
             attempt += 1;
             inner.breaker.check().map_err(|r| rejected(r, op))?;
+            self.wait_not_before(op).await?;
             inner.limiter.acquire().await;
+            // The limiter may have waited while another call was answered 429.
+            self.wait_not_before(op).await?;
             let permit = inner.breaker.permit().map_err(|r| rejected(r, op))?;
             let err = match http.send(req.clone()).await {
                 Ok(response) => {
                     permit.record(Outcome::Answered);
-                    return Ok(response);
+                    return Ok((response, maybe_processed));
                 }
                 Err(err) => err,
             };
@@ -302,6 +375,7 @@ impl ReferralFactory {
             let (retry, server_wait) = match err.kind() {
                 ErrorKind::RateLimited { retry_after } => {
                     let retry_after = *retry_after;
+                    self.hold_back(retry_after);
                     if let Some(opened) = permit.record(Outcome::RateLimited(retry_after)) {
                         return Err(Error::new(
                             ErrorKind::RateLimited {
@@ -325,6 +399,7 @@ impl ReferralFactory {
                     } else {
                         Outcome::NoAnswer
                     });
+                    maybe_processed = true;
                     (req.idempotent, None)
                 }
                 _ => {
@@ -349,6 +424,56 @@ impl ReferralFactory {
                 "retrying a Referral Factory call"
             );
             inner.clock.sleep(delay).await;
+        }
+    }
+
+    /// Holds back every call of this client and its clones after a 429: none goes out before
+    /// `Retry-After` (or [`DEFAULT_RATE_LIMIT_BACKOFF`]) is over. Only ever moves later.
+    fn hold_back(&self, retry_after: Option<Duration>) {
+        let inner = &*self.inner;
+        let until = inner.clock.now() + retry_after.unwrap_or(DEFAULT_RATE_LIMIT_BACKOFF);
+        let mut g = inner
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if g.is_none_or(|t| t < until) {
+            *g = Some(until);
+        }
+    }
+
+    /// Waits until the last 429's `Retry-After` is over, or fails fast with
+    /// `RateLimited { retry_after }` when that is further away than `max_retry_after`
+    /// (the caller's outbox retries later): a call sent earlier would be answered 429 again,
+    /// and every 429 counts toward Referral Factory's 7-day IP block.
+    async fn wait_not_before(&self, op: &'static str) -> Result<()> {
+        let inner = &*self.inner;
+        loop {
+            let now = inner.clock.now();
+            let until = *inner
+                .not_before
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let Some(wait) = until
+                .map(|t| t.saturating_duration_since(now))
+                .filter(|w| !w.is_zero())
+            else {
+                return Ok(());
+            };
+            if wait > inner.retry.max_retry_after {
+                return Err(Error::new(
+                    ErrorKind::RateLimited {
+                        retry_after: Some(wait),
+                    },
+                    format!(
+                        "Referral Factory asked for no call during the next {} s (Retry-After of an earlier 429); not sent \
+                         (every further 429 counts toward Referral Factory's 7-day IP block)",
+                        wait.as_secs_f64().ceil()
+                    ),
+                )
+                .with_connector(NAME)
+                .with_operation(op));
+            }
+            inner.clock.sleep(wait).await;
         }
     }
 

@@ -14,7 +14,9 @@ mod query;
 pub const NAME: &str = "referral-factory";
 
 pub use breaker::{BreakerSettings, BreakerState, CircuitBreaker, Clock, ManualClock, TokioClock};
-pub use client::{ReferralFactory, ReferralFactoryBuilder, UNAUTHORIZED_MESSAGE};
+pub use client::{
+    DEFAULT_RATE_LIMIT_BACKOFF, ReferralFactory, ReferralFactoryBuilder, UNAUTHORIZED_MESSAGE,
+};
 pub use config::{
     ApiVersion, Config, DEFAULT_BASE_URL_V1, DEFAULT_BASE_URL_V2, DEFAULT_CALLS_PER_MINUTE,
     MAX_CALLS_PER_MINUTE,

@@ -1,15 +1,17 @@
 //! The API operations: users, qualification, the inbound webhook, rewards, campaigns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use chrono::{DateTime, TimeDelta, Utc};
 use refsync_core::{
     Error, ErrorKind, NewUser, PlatformUser, QualifyOutcome, ReferralKey, ReferrerRef, Result,
 };
-use refsync_http::ApiRequest;
+use refsync_http::{ApiRequest, ApiResponse};
 use serde_json::{Value, json};
 
 use crate::NAME;
-use crate::client::{ReferralFactory, Target};
+use crate::client::{Flight, ReferralFactory, Target};
 use crate::config::ApiVersion;
 use crate::model::{Campaign, RewardItem, RewardMetric, RewardView, User};
 use crate::pages::{Keep, Pages};
@@ -141,6 +143,118 @@ pub(crate) fn platform_user(u: User) -> PlatformUser {
         referrer_id: u.referrer_id,
         qualified_at: u.qualified_at,
         coupon: u.coupon,
+    }
+}
+
+/// How far behind the client's clock Referral Factory's may be: an answer without a message
+/// whose `qualified_at` is older than the call's start by more than this was qualified before
+/// the call (by someone else), and is reported as already qualified.
+fn clock_skew() -> TimeDelta {
+    TimeDelta::seconds(60)
+}
+
+/// A qualification call's answer.
+struct Answer {
+    user: User,
+    /// The `message` beside `data` (the ledger says `qualified`, `already qualified`,
+    /// `unqualified` or `not qualified`), lower-cased, without a trailing full stop.
+    message: Option<String>,
+    /// An earlier try of the call (5xx, timeout) may have been processed before this answer.
+    repeated: bool,
+}
+
+/// The `message` of a JSON object answer.
+fn answer_message(response: &ApiResponse) -> Option<String> {
+    let value = response.json_value().ok()?;
+    let message = value.get("message")?.as_str()?;
+    let message = message.trim().trim_end_matches('.').trim().to_lowercase();
+    (!message.is_empty()).then_some(message)
+}
+
+/// What a 200 to a qualify call means. The server's message decides when it has one: `already
+/// …` → already qualified (unless an earlier try of ours may have done it: then our
+/// `qualified_at` is recent), `qualified` → qualified. Without one (Referral Factory documents
+/// none), a `qualified_at` older than the call's start (less [`clock_skew`]) → already qualified.
+fn qualify_outcome(answer: Answer, started: DateTime<Utc>) -> QualifyOutcome {
+    let at = answer.user.qualified_at;
+    let since_call = |at: Option<DateTime<Utc>>| at.is_some_and(|t| t >= started - clock_skew());
+    let already = match answer.message.as_deref() {
+        Some(m) if m.contains("already") => !(answer.repeated && since_call(at)),
+        Some("qualified") => false,
+        _ => at.is_some() && !since_call(at),
+    };
+    if already {
+        QualifyOutcome::AlreadyQualified { qualified_at: at }
+    } else {
+        QualifyOutcome::Qualified {
+            user: Some(platform_user(answer.user)),
+        }
+    }
+}
+
+/// What a 200 to an unqualify call means: `not qualified` / `already …` → nothing changed
+/// (unless an earlier try of ours may have done it), anything else → unqualified.
+fn unqualify_outcome(answer: &Answer) -> QualifyOutcome {
+    match answer.message.as_deref() {
+        Some(m) if (m.contains("not qualified") || m.contains("already")) && !answer.repeated => {
+            QualifyOutcome::NotQualified
+        }
+        _ => QualifyOutcome::Unqualified,
+    }
+}
+
+/// The same result again, for the calls that joined a shared one. An error keeps its kind,
+/// message, context, retryability and Referral Factory's raw answer (its source).
+fn duplicate(result: &Result<QualifyOutcome>) -> Result<QualifyOutcome> {
+    match result {
+        Ok(outcome) => Ok(outcome.clone()),
+        Err(e) => {
+            let mut copy =
+                Error::new(e.kind().clone(), e.message()).with_retryable(e.is_retryable());
+            if let Some(c) = e.connector() {
+                copy = copy.with_connector(c);
+            }
+            if let Some(op) = e.operation() {
+                copy = copy.with_operation(op);
+            }
+            if let Some(raw) = refsync_http::error_response(e) {
+                copy = copy.with_source(raw.clone());
+            }
+            Err(copy)
+        }
+    }
+}
+
+/// What a call that joined a shared qualify / unqualify gets: it changed nothing itself, so the
+/// leader's `Qualified` is `AlreadyQualified` for it, and `Unqualified` is `NotQualified`.
+fn joined_view(shared: &Result<QualifyOutcome>) -> Result<QualifyOutcome> {
+    match shared {
+        Ok(QualifyOutcome::Qualified { user }) => Ok(QualifyOutcome::AlreadyQualified {
+            qualified_at: user.as_ref().and_then(|u| u.qualified_at),
+        }),
+        Ok(QualifyOutcome::Unqualified) => Ok(QualifyOutcome::NotQualified),
+        other => duplicate(other),
+    }
+}
+
+type Flights = Mutex<HashMap<(bool, ReferralKey), Flight>>;
+
+/// The leader's side of a shared call. Dropped (done or cancelled), it first removes the call
+/// from the in-flight table, then closes the channel: a waiting call that sees it closed
+/// without a result finds the table free and starts over.
+struct Landing<'a> {
+    flights: &'a Flights,
+    key: &'a (bool, ReferralKey),
+    result: tokio::sync::watch::Sender<Option<Arc<Result<QualifyOutcome>>>>,
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        self.flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(self.key);
+        // `result` is dropped (closed) after this.
     }
 }
 
@@ -354,20 +468,30 @@ impl ReferralFactory {
     /// v1 `PUT /users/{id}` with `{campaign_id, qualified}` (the user is looked up first for
     /// the id and campaign). Idempotent: retried on 5xx and timeouts.
     pub async fn set_qualification(&self, key: &ReferralKey, qualified: bool) -> Result<User> {
-        match self.api_version() {
-            ApiVersion::V2 => self.put_qualification_v2(key, qualified).await,
+        let answer = match self.api_version() {
+            ApiVersion::V2 => self.put_qualification_v2(key, qualified).await?,
             ApiVersion::V1 => {
                 let op = if qualified { "qualify" } else { "unqualify" };
                 let user = self
                     .find_user(key)
                     .await?
                     .ok_or_else(|| not_found(op, key))?;
-                self.put_qualification_v1(&user, qualified).await
+                self.put_qualification_v1(&user, qualified).await?
             }
-        }
+        };
+        Ok(answer.user)
     }
 
-    async fn put_qualification_v2(&self, key: &ReferralKey, qualified: bool) -> Result<User> {
+    /// Decodes a qualification answer: the user, and the message beside it.
+    fn answer(&self, response: &ApiResponse, repeated: bool) -> Result<Answer> {
+        Ok(Answer {
+            user: self.decode_one(response)?,
+            message: answer_message(response),
+            repeated,
+        })
+    }
+
+    async fn put_qualification_v2(&self, key: &ReferralKey, qualified: bool) -> Result<Answer> {
         let op = if qualified { "qualify" } else { "unqualify" };
         let (mut body, campaign) = match key {
             ReferralKey::Id { id } => (json!({"id": id_value(id)}), None),
@@ -381,14 +505,14 @@ impl ReferralFactory {
         body["qualified"] = json!(qualified);
         let req = ApiRequest::put_json(self.url(&["users", "qualification"]).as_str(), body)
             .operation(op);
-        match self.execute(Target::Api, req, campaign).await {
-            Ok(response) => self.decode_one(&response),
+        match self.execute_traced(Target::Api, req, campaign).await {
+            Ok((response, repeated)) => self.answer(&response, repeated),
             Err(e) if e.kind() == &ErrorKind::NotFound => Err(not_found(op, key)),
             Err(e) => Err(e),
         }
     }
 
-    async fn put_qualification_v1(&self, user: &User, qualified: bool) -> Result<User> {
+    async fn put_qualification_v1(&self, user: &User, qualified: bool) -> Result<Answer> {
         let op = if qualified { "qualify" } else { "unqualify" };
         let campaign = user.campaign_id.clone().ok_or_else(|| {
             Error::unexpected(format!(
@@ -400,14 +524,23 @@ impl ReferralFactory {
         })?;
         let body = json!({"campaign_id": id_value(&campaign), "qualified": qualified});
         let req = ApiRequest::put_json(self.url(&["users", &user.id]).as_str(), body).operation(op);
-        let response = self.execute(Target::Api, req, Some(&campaign)).await?;
-        self.decode_one(&response)
+        let (response, repeated) = self
+            .execute_traced(Target::Api, req, Some(&campaign))
+            .await?;
+        self.answer(&response, repeated)
     }
 
     /// Qualifies a referral, idempotently: looks the user up first and, when `qualified_at` is
     /// set, reports [`AlreadyQualified`](QualifyOutcome::AlreadyQualified) without calling
     /// qualify. Without an API token (webhook-only accounts), codes and coupons go through the
     /// inbound webhook.
+    ///
+    /// [`Qualified`](QualifyOutcome::Qualified) means this call qualified it: when someone else
+    /// did between the look-up and the call, the answer says so (its `message` is "already
+    /// qualified", or, without a message, its `qualified_at` is older than the call) and the
+    /// outcome is `AlreadyQualified`. Concurrent calls for the same key on one client (and its
+    /// clones) share a single call: one of them gets its outcome, the others
+    /// `AlreadyQualified`.
     ///
     /// An unknown id, code or email is a [`NotFound`](ErrorKind::NotFound) error; an unknown
     /// coupon is [`NotQualified`](QualifyOutcome::NotQualified) (nothing changed): Referral
@@ -417,12 +550,62 @@ impl ReferralFactory {
     }
 
     /// Reverts a qualification (refunds); [`NotQualified`](QualifyOutcome::NotQualified) when
-    /// the user is pending, without calling.
+    /// the user is pending, without calling, or when the answer says it was not qualified.
+    /// Concurrent calls for the same key share one, as for [`qualify_user`](Self::qualify_user).
     pub async fn unqualify_user(&self, key: &ReferralKey) -> Result<QualifyOutcome> {
         self.change_qualification(key, false).await
     }
 
+    /// Single flight: the first call for `(qualify, key)` does the work; calls that come while
+    /// it is in flight wait for its result (see [`joined_view`]). A cancelled first call lets
+    /// the waiting ones start over.
     async fn change_qualification(
+        &self,
+        key: &ReferralKey,
+        qualify: bool,
+    ) -> Result<QualifyOutcome> {
+        let flights = &self.inner.flights;
+        let flight = (qualify, key.clone());
+        loop {
+            let joined = {
+                let mut table = flights.lock().unwrap_or_else(PoisonError::into_inner);
+                match table.get(&flight) {
+                    Some(rx) => Err(rx.clone()),
+                    None => {
+                        let (tx, rx) = tokio::sync::watch::channel(None);
+                        table.insert(flight.clone(), rx);
+                        Ok(tx)
+                    }
+                }
+            };
+            match joined {
+                Ok(tx) => {
+                    let landing = Landing {
+                        flights,
+                        key: &flight,
+                        result: tx,
+                    };
+                    let result = self.change_qualification_once(key, qualify).await;
+                    landing
+                        .result
+                        .send_replace(Some(Arc::new(duplicate(&result))));
+                    return result;
+                }
+                Err(mut rx) => {
+                    let shared = match rx.wait_for(Option::is_some).await {
+                        Ok(value) => value.clone(),
+                        // The call we joined was cancelled: start over.
+                        Err(_) => continue,
+                    };
+                    if let Some(shared) = shared {
+                        return joined_view(&shared);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn change_qualification_once(
         &self,
         key: &ReferralKey,
         qualify: bool,
@@ -477,15 +660,14 @@ impl ReferralFactory {
         user: Option<&User>,
         qualify: bool,
     ) -> Result<QualifyOutcome> {
+        let started = Utc::now();
         let result = match (self.api_version(), user) {
             (ApiVersion::V1, Some(u)) => self.put_qualification_v1(u, qualify).await,
             _ => self.put_qualification_v2(key, qualify).await,
         };
         match result {
-            Ok(updated) if qualify => Ok(QualifyOutcome::Qualified {
-                user: Some(platform_user(updated)),
-            }),
-            Ok(_) => Ok(QualifyOutcome::Unqualified),
+            Ok(answer) if qualify => Ok(qualify_outcome(answer, started)),
+            Ok(answer) => Ok(unqualify_outcome(&answer)),
             // Referral Factory ignores coupons it did not issue: nothing changed.
             Err(e)
                 if e.kind() == &ErrorKind::NotFound

@@ -18,8 +18,9 @@ pub(crate) type Keep<T> = Box<dyn Fn(&T) -> bool + Send + Sync>;
 /// The pages of a list, fetched one call at a time with [`next_page`](Pages::next_page).
 ///
 /// The first call uses the query it was made with; each next one follows the server's
-/// `links.next`. A `links.next` on another origin than the configured base URL is never called
-/// with the token: its query is applied to the configured URL instead.
+/// `links.next`, absolute or relative (path and query, resolved against the URL just fetched,
+/// as the ledger sends them). A `links.next` on another origin than the configured base URL is
+/// never called with the token: its query is applied to the configured URL instead.
 pub struct Pages<T> {
     client: ReferralFactory,
     operation: &'static str,
@@ -119,7 +120,7 @@ impl<T: DeserializeOwned> Pages<T> {
             decoded.retain(|item| keep(item));
         }
         if let Some(next) = &next {
-            let resolved = self.resolve_next(next)?;
+            let resolved = self.resolve_next(&url, next)?;
             if resolved == url {
                 return Err(bad(format!(
                     "links.next points at the page just fetched (page {}); stopping",
@@ -144,9 +145,14 @@ impl<T: DeserializeOwned> Pages<T> {
         Ok(all)
     }
 
-    fn resolve_next(&self, next: &str) -> Result<Url> {
+    /// The URL of `links.next`: an absolute one as is, a relative one (`/api/v2/users?page=2`,
+    /// `?page=2`) resolved against the URL just fetched. One on another origin than the
+    /// configured one (a protocol-relative `//host/…` included) is not called: its query is
+    /// applied to our own URL, so the token never goes elsewhere.
+    fn resolve_next(&self, fetched: &Url, next: &str) -> Result<Url> {
+        let next = next.trim();
         let parsed = Url::parse(next)
-            .or_else(|_| self.origin.join(next))
+            .or_else(|_| fetched.join(next))
             .map_err(|e| {
                 Error::unexpected(format!("links.next is not a URL: {e}"))
                     .with_connector(NAME)

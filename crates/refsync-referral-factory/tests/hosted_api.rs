@@ -10,6 +10,7 @@ use refsync_core::{
     ErrorKind, NewUser, QualifyAction, QualifyCall, QualifyOutcome, ReferralKey, ReferralPlatform,
     ReferrerRef, RewardStatus,
 };
+use refsync_http::{RateLimit, RateLimiter, RetryPolicy};
 use refsync_referral_factory::{
     ApiVersion, BreakerState, Config, CreateUser, Direction, FilterOp, ListQuery, ManualClock,
     ReferralFactory, RewardMetric, RewardView, UNAUTHORIZED_MESSAGE, WebhookKey,
@@ -47,6 +48,59 @@ fn user(id: u64, code: &str, email: &str, qualified_at: Option<&str>) -> Value {
         "signed_up_at": "2024-05-01T10:00:00Z", "qualified_at": qualified_at,
         "unsubscribed_at": null, "meta": [], "coupon": null
     })
+}
+
+/// Answers `body` (a user, under `data` or not) with `qualified_at` set to the time of the
+/// answer, as Referral Factory does for a fresh qualification (it documents no message beside
+/// the user); `format` is the time format (RFC 3339 when `None`). The stamps are kept.
+#[derive(Clone)]
+struct QualifiedNow {
+    body: Value,
+    format: Option<&'static str>,
+    message: Option<&'static str>,
+    stamps: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl QualifiedNow {
+    fn new(body: Value) -> Self {
+        QualifiedNow {
+            body,
+            format: None,
+            message: None,
+            stamps: Arc::default(),
+        }
+    }
+    fn format(mut self, format: &'static str) -> Self {
+        self.format = Some(format);
+        self
+    }
+    fn message(mut self, message: &'static str) -> Self {
+        self.message = Some(message);
+        self
+    }
+    fn stamps(&self) -> Vec<String> {
+        self.stamps.lock().unwrap().clone()
+    }
+}
+
+impl Respond for QualifiedNow {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let now = chrono::Utc::now();
+        let stamp = match self.format {
+            Some(f) => now.format(f).to_string(),
+            None => now.to_rfc3339(),
+        };
+        self.stamps.lock().unwrap().push(stamp.clone());
+        let mut body = self.body.clone();
+        match body.get_mut("data") {
+            Some(data) => data["qualified_at"] = json!(stamp),
+            None => body["qualified_at"] = json!(stamp),
+        }
+        if let Some(m) = self.message {
+            body["message"] = json!(m);
+        }
+        ResponseTemplate::new(200).set_body_json(body)
+    }
 }
 
 async fn hits(server: &MockServer) -> usize {
@@ -314,6 +368,57 @@ async fn per_page_above_250_is_rejected_before_any_call() {
     assert_eq!(hits(&server).await, 0);
 }
 
+/// The ledger's `links.next` may be relative (path and query): it is resolved on the
+/// configured origin; a protocol-relative one naming another host is not followed there.
+#[tokio::test]
+async fn a_relative_links_next_is_resolved_on_the_configured_origin() {
+    let server = MockServer::start().await;
+    let bearer = format!("Bearer {TOKEN}");
+    Mock::given(method("GET"))
+        .and(path("/api/v2/users"))
+        .and(query_param("per_page", "2"))
+        .and(|r: &Request| !r.url.query_pairs().any(|(k, _)| k == "page"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [user(1, "A", "a@example.com", None), user(2, "B", "b@example.com", None)],
+            "links": {"next": "/api/v2/users?per_page=2&page=2"},
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/users"))
+        .and(query_param("page", "2"))
+        .and(header("authorization", bearer.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [user(3, "C", "c@example.com", None), user(4, "D", "d@example.com", None)],
+            "links": {"next": "//elsewhere.invalid/api/v2/users?per_page=2&page=3"},
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/users"))
+        .and(query_param("page", "3"))
+        .and(header("authorization", bearer.as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "data": [user(5, "E", "e@example.com", None)],
+            "links": {"next": null},
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (c, _) = client(&server);
+    let all = c
+        .list_users(&ListQuery::new().per_page(2))
+        .unwrap()
+        .collect_all()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all.iter().map(|u| u.id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5"]);
+    assert_eq!(hits(&server).await, 3);
+}
+
 // ---- 429, the circuit breaker, the rate limit -----------------------------------------------
 
 #[tokio::test]
@@ -501,6 +606,134 @@ async fn the_breaker_cooldown_is_configurable() {
     assert_eq!(e.retry_after(), Some(Duration::from_secs(90)));
 }
 
+/// Referral Factory's rate limit as it behaves: the first request is answered 429 with
+/// `Retry-After: n`, and so is every request before those n seconds are over (on the test's
+/// manual clock). Every request is logged as (time on the clock, status).
+#[derive(Clone)]
+struct Limited {
+    clock: ManualClock,
+    retry_after: Duration,
+    until: Arc<std::sync::Mutex<Option<Duration>>>,
+    log: Arc<std::sync::Mutex<Vec<(Duration, u16)>>>,
+}
+
+impl Limited {
+    fn new(clock: &ManualClock, retry_after_secs: u64) -> Self {
+        Limited {
+            clock: clock.clone(),
+            retry_after: Duration::from_secs(retry_after_secs),
+            until: Arc::default(),
+            log: Arc::default(),
+        }
+    }
+    fn log(&self) -> Vec<(Duration, u16)> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Respond for Limited {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let now = self.clock.elapsed();
+        let mut until = self.until.lock().unwrap();
+        let until = *until.get_or_insert(now + self.retry_after);
+        let status = if now < until { 429 } else { 200 };
+        self.log.lock().unwrap().push((now, status));
+        if status == 429 {
+            let wait = (until - now).as_secs_f64().ceil();
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", wait.to_string().as_str())
+                .set_body_json(json!({"code": 429, "message": "Too Many Attempts."}))
+        } else {
+            ResponseTemplate::new(200).set_body_json(json!({"data": user(1, "A", "a@x.com", None)}))
+        }
+    }
+}
+
+#[tokio::test]
+async fn after_a_429_no_call_goes_out_until_its_retry_after_is_over() {
+    let server = MockServer::start().await;
+    let clock = ManualClock::new();
+    let limited = Limited::new(&clock, 3);
+    Mock::given(method("GET"))
+        .respond_with(limited.clone())
+        .mount(&server)
+        .await;
+    // No retries: the call that gets the 429 hands it back at once.
+    let c = ReferralFactory::builder(config(&server))
+        .clock(Arc::new(clock.clone()))
+        .retry_policy(RetryPolicy::none())
+        .build()
+        .unwrap();
+    let e = c.find_user(&id_key("1")).await.unwrap_err();
+    assert_eq!(
+        e.kind(),
+        &ErrorKind::RateLimited {
+            retry_after: Some(Duration::from_secs(3))
+        }
+    );
+    // 0.3 s later three other calls (clones share the state) start together: they wait until
+    // the 3 s are over, and none of them is answered 429.
+    clock.advance(Duration::from_millis(300));
+    let (c1, c2, c3) = (c.clone(), c.clone(), c.clone());
+    let one = id_key("1");
+    let (a, b, d) = tokio::join!(c1.find_user(&one), c2.find_user(&one), c3.find_user(&one));
+    for r in [a, b, d] {
+        r.unwrap().unwrap();
+    }
+    let log = limited.log();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert_eq!(log[0], (Duration::ZERO, 429));
+    for &(at, status) in &log[1..] {
+        assert_eq!(status, 200, "{log:?}");
+        assert!(
+            at >= Duration::from_secs(3),
+            "sent before Retry-After was over: {log:?}"
+        );
+    }
+    assert_eq!(clock.sleeps(), [Duration::from_millis(2700)]);
+    // One 429 in all: the breaker is not near opening.
+    assert_eq!(c.breaker().state(), BreakerState::Closed { recent_429s: 1 });
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_a_minute_makes_the_other_calls_fail_fast() {
+    let server = MockServer::start().await;
+    let clock = ManualClock::new();
+    let limited = Limited::new(&clock, 120);
+    Mock::given(method("GET"))
+        .respond_with(limited.clone())
+        .mount(&server)
+        .await;
+    let c = ReferralFactory::builder(config(&server))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    // Above max_retry_after (60 s): handed to the caller, not slept through.
+    let e = c.find_user(&id_key("1")).await.unwrap_err();
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(120)));
+    // 20 s later another call fails fast with the time left, without a request.
+    clock.advance(Duration::from_secs(20));
+    let e = c.clone().find_user(&id_key("1")).await.unwrap_err();
+    assert_eq!(
+        e.kind(),
+        &ErrorKind::RateLimited {
+            retry_after: Some(Duration::from_secs(100))
+        }
+    );
+    assert!(e.message().contains("Retry-After"), "{e}");
+    assert!(e.message().contains("7-day"), "{e}");
+    assert_eq!(limited.log().len(), 1);
+    assert!(clock.sleeps().is_empty());
+    // Once it is over, calls flow.
+    clock.advance(Duration::from_secs(100));
+    c.find_user(&id_key("1")).await.unwrap().unwrap();
+    assert_eq!(
+        limited.log(),
+        [(Duration::ZERO, 429), (Duration::from_secs(120), 200)]
+    );
+    assert!(matches!(c.breaker().state(), BreakerState::Closed { .. }));
+}
+
 /// Keeps tokio's paused clock from auto-advancing while requests are on the wire (a
 /// `spawn_blocking` task inhibits auto-advance), so time moves only with `advance`.
 struct HoldClock {
@@ -569,6 +802,38 @@ async fn no_more_calls_than_the_rate_limit_allows() {
     }
     assert_eq!(t0.elapsed(), Duration::from_secs(120));
     hold.release().await;
+}
+
+#[test]
+fn the_builder_refuses_a_rate_limiter_above_600_calls_a_minute() {
+    let build = |limit: RateLimit| {
+        ReferralFactory::builder(Config::new(TOKEN))
+            .rate_limiter(RateLimiter::new(limit))
+            .build()
+    };
+    for limit in [
+        RateLimit::per_minute(601),
+        RateLimit::per_second(11),
+        // Ten a second, 600 a minute on average, but 9 bursts of 70 fit in one minute.
+        RateLimit::new(70, Duration::from_secs(7)),
+        // 1000 an hour may all go in one minute.
+        RateLimit::per_hour(1000),
+        RateLimit::new(1, Duration::ZERO),
+    ] {
+        let e = build(limit).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Config, "{limit:?}");
+        assert!(e.message().contains("600 calls per minute"), "{e}");
+        assert!(e.message().contains("7 days"), "{e}");
+    }
+    for limit in [
+        RateLimit::per_minute(600),
+        RateLimit::per_minute(540),
+        RateLimit::per_second(10),
+        RateLimit::new(100, Duration::from_secs(10)),
+        RateLimit::per_hour(600),
+    ] {
+        build(limit).unwrap_or_else(|e| panic!("{limit:?}: {e}"));
+    }
 }
 
 // ---- retries: 5xx and timeouts only for idempotent calls --------------------------------------
@@ -846,8 +1111,8 @@ async fn qualify_checks_qualified_at_first_and_never_calls_twice() {
     Mock::given(method("PUT"))
         .and(path("/api/v2/users/qualification"))
         .and(body_json(json!({"code": "PEND", "qualified": true})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"data": user(2, "PEND", "p@x.com", Some("2024-06-02T00:00:00Z"))}),
+        .respond_with(QualifiedNow::new(
+            json!({"data": user(2, "PEND", "p@x.com", None)}),
         ))
         .expect(1)
         .mount(&server)
@@ -921,11 +1186,9 @@ async fn qualify_by_email_and_coupon_bodies() {
         .and(body_json(
             json!({"email": "e@x.com", "campaign_id": 3, "qualified": true}),
         ))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(
-                json!({"data": user(4, "E4", "e@x.com", Some("2024-06-02T00:00:00Z"))}),
-            ),
-        )
+        .respond_with(QualifiedNow::new(
+            json!({"data": user(4, "E4", "e@x.com", None)}),
+        ))
         .expect(1)
         .mount(&server)
         .await;
@@ -940,11 +1203,9 @@ async fn qualify_by_email_and_coupon_bodies() {
         .await;
     Mock::given(method("PUT"))
         .and(body_json(json!({"coupon": "SAVE-1", "qualified": true})))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(
-                json!({"data": user(5, "F5", "f@x.com", Some("2024-06-02T00:00:00Z"))}),
-            ),
-        )
+        .respond_with(QualifiedNow::new(
+            json!({"data": user(5, "F5", "f@x.com", None)}),
+        ))
         .expect(1)
         .mount(&server)
         .await;
@@ -965,6 +1226,274 @@ async fn qualify_by_email_and_coupon_bodies() {
         .await
         .unwrap(),
         QualifyOutcome::Qualified { .. }
+    ));
+}
+
+/// Someone else qualified the referral between our look-up (pending) and our call: the answer
+/// says so, by its message (the ledger's) or, without one, by a `qualified_at` from before the
+/// call. A retried call whose first try may have been processed keeps its own qualification.
+#[tokio::test]
+async fn a_qualify_answered_already_qualified_is_reported_as_already_qualified() {
+    let server = MockServer::start().await;
+    for (id, code) in [(1, "RACE"), (2, "OLD"), (3, "FRESH"), (4, "RETRY")] {
+        Mock::given(method("GET"))
+            .and(path(format!("/api/v2/users/{code}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"data": user(id, code, "x@x.com", None)})),
+            )
+            .mount(&server)
+            .await;
+    }
+    let put = |code: &str| {
+        Mock::given(method("PUT"))
+            .and(path("/api/v2/users/qualification"))
+            .and(body_json(json!({"code": code, "qualified": true})))
+    };
+    // Qualified a moment ago by someone else: only the message tells.
+    let race = QualifiedNow::new(json!({"data": user(1, "RACE", "x@x.com", None)}))
+        .message("already qualified");
+    put("RACE")
+        .respond_with(race.clone())
+        .expect(1)
+        .mount(&server)
+        .await;
+    // No message (Referral Factory documents none): qualified before the call.
+    put("OLD")
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": user(2, "OLD", "x@x.com", Some("2024-06-01T12:00:00Z"))}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // No message, qualified by this call.
+    put("FRESH")
+        .respond_with(QualifiedNow::new(
+            json!({"data": user(3, "FRESH", "x@x.com", None)}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // The first try may have been processed (503); the second is told "already qualified",
+    // with the qualified_at of the first try.
+    put("RETRY")
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    put("RETRY")
+        .respond_with(
+            QualifiedNow::new(json!({"data": user(4, "RETRY", "x@x.com", None)}))
+                .message("already qualified"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (c, _) = client(&server);
+    let key = |code: &str| ReferralKey::Code { code: code.into() };
+
+    match c.qualify_user(&key("RACE")).await.unwrap() {
+        QualifyOutcome::AlreadyQualified {
+            qualified_at: Some(at),
+        } => assert_eq!(
+            at,
+            chrono::DateTime::parse_from_rfc3339(&race.stamps()[0]).unwrap()
+        ),
+        other => panic!("{other:?}"),
+    }
+    match c.qualify_user(&key("OLD")).await.unwrap() {
+        QualifyOutcome::AlreadyQualified {
+            qualified_at: Some(at),
+        } => assert_eq!(at.to_rfc3339(), "2024-06-01T12:00:00+00:00"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        c.qualify_user(&key("FRESH")).await.unwrap(),
+        QualifyOutcome::Qualified { user: Some(_) }
+    ));
+    assert!(matches!(
+        c.qualify_user(&key("RETRY")).await.unwrap(),
+        QualifyOutcome::Qualified { user: Some(_) }
+    ));
+}
+
+#[tokio::test]
+async fn an_unqualify_answered_not_qualified_changed_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/users/DONE"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": user(1, "DONE", "d@x.com", Some("2024-06-01T12:00:00Z"))}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(body_json(json!({"code": "DONE", "qualified": false})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": user(1, "DONE", "d@x.com", None), "message": "not qualified"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (c, _) = client(&server);
+    assert_eq!(
+        c.unqualify_user(&ReferralKey::Code {
+            code: "DONE".into()
+        })
+        .await
+        .unwrap(),
+        QualifyOutcome::NotQualified
+    );
+}
+
+#[tokio::test]
+async fn concurrent_qualifies_of_one_key_share_one_call() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/users/PEND"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": user(2, "PEND", "p@x.com", None)})),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    let qualified = QualifiedNow::new(json!({"data": user(2, "PEND", "p@x.com", None)}));
+    Mock::given(method("PUT"))
+        .and(body_json(json!({"code": "PEND", "qualified": true})))
+        .respond_with(qualified.clone())
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(body_json(json!({"code": "PEND", "qualified": true})))
+        .respond_with(
+            QualifiedNow::new(json!({"data": user(2, "PEND", "p@x.com", None)}))
+                .message("already qualified"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (c, _) = client(&server);
+    let key = ReferralKey::Code {
+        code: "PEND".into(),
+    };
+    let q = || {
+        let c = c.clone();
+        let key = key.clone();
+        async move { c.qualify_user(&key).await.unwrap() }
+    };
+    let (a, b, d, e, f, g, h, i) = tokio::join!(q(), q(), q(), q(), q(), q(), q(), q());
+    let outcomes = [a, b, d, e, f, g, h, i];
+    let at = chrono::DateTime::parse_from_rfc3339(&qualified.stamps()[0]).unwrap();
+    let fresh: Vec<_> = outcomes
+        .iter()
+        .filter(|o| matches!(o, QualifyOutcome::Qualified { user: Some(u) } if u.qualified_at == Some(at.into())))
+        .collect();
+    assert_eq!(fresh.len(), 1, "{outcomes:?}");
+    let joined = outcomes
+        .iter()
+        .filter(|o| {
+            **o == QualifyOutcome::AlreadyQualified {
+                qualified_at: Some(at.into()),
+            }
+        })
+        .count();
+    assert_eq!(joined, 7, "{outcomes:?}");
+    assert_eq!(hits(&server).await, 2, "one look-up and one qualify call");
+    // Done: the next call is a call of its own (and told it was already qualified).
+    assert!(matches!(
+        c.qualify_user(&key).await.unwrap(),
+        QualifyOutcome::AlreadyQualified { .. }
+    ));
+    assert_eq!(hits(&server).await, 4);
+}
+
+#[tokio::test]
+async fn calls_that_joined_a_failed_qualify_get_its_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/users/ANN1"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": user(1, "ANN1", "a@x.com", None)})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({
+            "code": 422, "message": "The given data was invalid.",
+            "errors": {"code": [{"field": "code", "message": "Only people invited can qualify."}]}
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (c, _) = client(&server);
+    let key = ReferralKey::Code {
+        code: "ANN1".into(),
+    };
+    let (a, b, d) = tokio::join!(
+        c.qualify_user(&key),
+        c.qualify_user(&key),
+        c.qualify_user(&key)
+    );
+    for r in [a, b, d] {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Validation);
+        assert!(
+            e.message().contains("Only people invited can qualify."),
+            "{e}"
+        );
+        assert_eq!(e.operation(), Some("qualify"));
+        assert_eq!(
+            refsync_http::error_response(&e).map(|r| r.status()),
+            Some(422)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_shared_qualify_lets_a_waiting_call_make_it() {
+    use std::future::Future;
+    use std::task::Poll;
+
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/users/PEND"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": user(2, "PEND", "p@x.com", None)})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .respond_with(QualifiedNow::new(
+            json!({"data": user(2, "PEND", "p@x.com", None)}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let (c, _) = client(&server);
+    let key = ReferralKey::Code {
+        code: "PEND".into(),
+    };
+    let mut first = Box::pin(c.qualify_user(&key));
+    let mut second = Box::pin(c.qualify_user(&key));
+    // Start both (the first is on the wire, the second waits for it), then drop the first.
+    std::future::poll_fn(|cx| {
+        assert!(first.as_mut().poll(cx).is_pending());
+        assert!(second.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    drop(first);
+    assert!(matches!(
+        second.await.unwrap(),
+        QualifyOutcome::Qualified { user: Some(_) }
     ));
 }
 
@@ -1112,15 +1641,12 @@ async fn v1_mode_paths_and_bodies() {
         })))
         .mount(&server)
         .await;
+    // v1 times as `YYYY-MM-DD HH:MM:SS` (UTC).
+    let qualified = QualifiedNow::new(v1_user(8, 3, "BOB1", None)).format("%Y-%m-%d %H:%M:%S");
     Mock::given(method("PUT"))
         .and(path("/api/v1/users/8"))
         .and(body_json(json!({"campaign_id": 3, "qualified": true})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(v1_user(
-            8,
-            3,
-            "BOB1",
-            Some("2024-06-02 10:00:00"),
-        )))
+        .respond_with(qualified.clone())
         .expect(1)
         .mount(&server)
         .await;
@@ -1170,8 +1696,11 @@ async fn v1_mode_paths_and_bodies() {
     {
         QualifyOutcome::Qualified { user: Some(u) } => {
             assert_eq!(
-                u.qualified_at.unwrap().to_rfc3339(),
-                "2024-06-02T10:00:00+00:00"
+                u.qualified_at
+                    .unwrap()
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
+                qualified.stamps()[0]
             );
         }
         other => panic!("{other:?}"),

@@ -19,7 +19,7 @@ use sqlx::Connection;
 
 const API_TOKEN: &str = "ledger-api-token-0123456789";
 const HOOK_TOKEN: &str = "ledger-hook-token-0123456789";
-const POSTGRES_ENV: &str = "REFSYNC_TEST_POSTGRES_URL";
+use refsync_testkit::services::POSTGRES_ENV;
 
 // ---- databases ----------------------------------------------------------------------------------
 
@@ -43,21 +43,10 @@ fn sqlite_db() -> TestDb {
 
 /// The PostgreSQL server URL, or `None` after saying why the tests are skipped. In CI a missing
 /// server is a failure.
-#[allow(clippy::print_stderr)]
 fn postgres_url() -> Option<String> {
-    match std::env::var(POSTGRES_ENV) {
-        Ok(u) if !u.trim().is_empty() => Some(u),
-        _ => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{POSTGRES_ENV} is not set but CI is: the Referral Factory client's PostgreSQL suite must run in CI (see .ci/postgres.sh)"
-            );
-            eprintln!(
-                "SKIPPED: {POSTGRES_ENV} is not set, so the Referral Factory client's integration suite did not run against PostgreSQL (set it to e.g. postgres://postgres:postgres@127.0.0.1:5432/postgres; `bash .ci/postgres.sh` starts one)"
-            );
-            None
-        }
-    }
+    refsync_testkit::services::postgres_url(
+        "the Referral Factory client's PostgreSQL integration suite",
+    )
 }
 
 fn unique_schema() -> String {
@@ -980,4 +969,156 @@ async fn a_wrong_token_is_unauthorized_on_the_ledger_too() {
         .unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::Unauthorized);
     assert_eq!(e.message(), refsync_referral_factory::UNAUTHORIZED_MESSAGE);
+}
+
+// ---- concurrent qualifies -----------------------------------------------------------------------
+
+/// Counts the qualification calls reaching the ledger and, when armed, holds each of them until
+/// `n` are waiting (so every caller's look-up has seen the referral pending).
+#[derive(Default)]
+struct QualifyCalls {
+    count: std::sync::atomic::AtomicUsize,
+    barrier: std::sync::Mutex<Option<std::sync::Arc<tokio::sync::Barrier>>>,
+}
+
+/// The ledger's HTTP API behind [`QualifyCalls`].
+async fn serve_watched(db: TestDb) -> (Served, std::sync::Arc<QualifyCalls>) {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let ledger = Ledger::open(&db.url).await.expect("open the ledger");
+    let calls = Arc::new(QualifyCalls::default());
+    let watch = calls.clone();
+    let app = router(
+        ledger.clone(),
+        HttpOptions::new(API_TOKEN).with_webhook_token(HOOK_TOKEN),
+    )
+    .layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let watch = watch.clone();
+            async move {
+                if request.method() == axum::http::Method::PUT
+                    && request.uri().path().ends_with("/users/qualification")
+                {
+                    watch.count.fetch_add(1, Ordering::SeqCst);
+                    let barrier = watch.barrier.lock().unwrap().clone();
+                    if let Some(barrier) = barrier {
+                        barrier.wait().await;
+                    }
+                }
+                next.run(request).await
+            }
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("local addr");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve the ledger");
+    });
+    let served = Served {
+        base: format!("http://{addr}"),
+        ledger,
+        server,
+        _db: db,
+    };
+    (served, calls)
+}
+
+/// Twelve concurrent qualifies of one referral: exactly one `Qualified`, eleven
+/// `AlreadyQualified` (what the ledger's own `ReferralPlatform::qualify` says), one reward.
+/// Through one client, whose calls share a single qualification call; and through twelve
+/// clients whose look-ups all saw the referral pending, each told by the answer's message
+/// whether it qualified it or another one did.
+async fn concurrent_qualify(db: TestDb) {
+    use std::sync::atomic::Ordering;
+
+    const N: usize = 12;
+    let (s, calls) = serve_watched(db).await;
+    let cid = s.campaign("Race").await;
+    let c = s.client(ApiVersion::V2);
+    let ann = c
+        .add_user(&CreateUser::new(&cid, "Ann", "ann@example.com"))
+        .await
+        .unwrap();
+    for (name, one_client) in [("Bob", true), ("Cat", false)] {
+        let invited = c
+            .add_user(
+                &CreateUser::new(&cid, name, format!("{name}@example.com"))
+                    .referrer(ReferrerRef::Code(code(&ann))),
+            )
+            .await
+            .unwrap();
+        let key = ReferralKey::Code {
+            code: code(&invited),
+        };
+        calls.count.store(0, Ordering::SeqCst);
+        *calls.barrier.lock().unwrap() =
+            (!one_client).then(|| std::sync::Arc::new(tokio::sync::Barrier::new(N)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..N {
+            let client = if one_client {
+                c.clone()
+            } else {
+                s.client(ApiVersion::V2)
+            };
+            let key = key.clone();
+            tasks.spawn(async move { client.qualify_user(&key).await.unwrap() });
+        }
+        let outcomes = tasks.join_all().await;
+        let qualified_at = c
+            .find_user(&key)
+            .await
+            .unwrap()
+            .unwrap()
+            .qualified_at
+            .expect("qualified");
+        let fresh = outcomes
+            .iter()
+            .filter(|o| matches!(o, QualifyOutcome::Qualified { user: Some(u) } if u.qualified_at == Some(qualified_at)))
+            .count();
+        let already = outcomes
+            .iter()
+            .filter(|o| {
+                **o == QualifyOutcome::AlreadyQualified {
+                    qualified_at: Some(qualified_at),
+                }
+            })
+            .count();
+        let summary: Vec<&str> = outcomes
+            .iter()
+            .map(|o| match o {
+                QualifyOutcome::Qualified { .. } => "Qualified",
+                QualifyOutcome::AlreadyQualified { .. } => "AlreadyQualified",
+                QualifyOutcome::Unqualified => "Unqualified",
+                QualifyOutcome::NotQualified => "NotQualified",
+            })
+            .collect();
+        assert_eq!(
+            (fresh, already),
+            (1, N - 1),
+            "{name} (one client: {one_client}): {summary:?}"
+        );
+        let expected_calls = if one_client { 1 } else { N };
+        assert_eq!(
+            calls.count.load(Ordering::SeqCst),
+            expected_calls,
+            "qualification calls for {name}"
+        );
+    }
+    let p: &dyn ReferralPlatform = &c;
+    assert_eq!(p.rewards_due().await.unwrap().len(), 2, "one reward each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_qualifies_on_sqlite() {
+    concurrent_qualify(sqlite_db()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_qualifies_on_postgres() {
+    if let Some(db) = postgres_db().await {
+        concurrent_qualify(db).await;
+    }
 }
