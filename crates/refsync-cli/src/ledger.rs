@@ -6,19 +6,29 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
+
+use crate::table::table;
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use refsync::{ErrorKind, NewUser, ReferralKey, ReferrerRef, RewardStatus};
 use refsync_ledger::{
     Campaign, DEFAULT_DATABASE_URL, Ledger, ListQuery, Metric, NewCampaign, NewRewardRule,
-    Qualification, Recipient, RewardQuery, RewardRecord, RewardRule, Trigger, User, status_str,
+    Qualification, Recipient, RewardQuery, RewardRecord, RewardRule, Trigger, User,
+    redact_database_url, status_str,
 };
+
+/// The environment variable that gives `--db` its default (so a PostgreSQL password need not
+/// be on the command line).
+pub(crate) const DB_ENV: &str = "REFSYNC_LEDGER_DB";
 
 /// `refsync ledger`.
 #[derive(Debug, Args)]
 pub(crate) struct LedgerArgs {
-    /// The ledger database: sqlite://PATH (created on first use) or postgres://USER:PASSWORD@HOST/DB.
-    #[arg(long, global = true, default_value = DEFAULT_DATABASE_URL)]
-    db: String,
+    /// The ledger database: sqlite://PATH or postgres://USER:PASSWORD@HOST/DB [env:
+    /// REFSYNC_LEDGER_DB; default: sqlite://refsync-ledger.db]. Only `campaign create` creates
+    /// a missing SQLite file; every other command needs an existing ledger. The password is
+    /// never printed.
+    #[arg(long, global = true, value_name = "URL")]
+    db: Option<String>,
     #[command(subcommand)]
     command: LedgerCommand,
 }
@@ -241,11 +251,61 @@ pub(crate) fn run(args: LedgerArgs) -> ExitCode {
     }
 }
 
+/// The database URL: `--db`, else `$REFSYNC_LEDGER_DB`, else the default file.
+fn database_url(db: Option<String>) -> String {
+    db.filter(|u| !u.trim().is_empty())
+        .or_else(|| std::env::var(DB_ENV).ok().filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// Whether `command` may create a missing ledger: only `campaign create`, the first write of a
+/// new ledger (every other command needs a campaign, a user or a reward that would not be
+/// there, and reading must not leave an empty database behind a mistyped path).
+fn creates_ledger(command: &LedgerCommand) -> bool {
+    matches!(
+        command,
+        LedgerCommand::Campaign {
+            command: CampaignCommand::Create { .. }
+        }
+    )
+}
+
 async fn execute(args: LedgerArgs) -> Result<String, Failure> {
-    let ledger = Ledger::open(&args.db).await.map_err(|e| fail(&e))?;
+    let url = database_url(args.db);
+    let opened = if creates_ledger(&args.command) {
+        Ledger::open(&url).await
+    } else {
+        Ledger::open_existing(&url).await
+    };
+    let ledger = opened.map_err(|e| match e.kind() {
+        // A missing SQLite file (the message names it): say how to create one. SQLite URLs
+        // carry no password; redact anyway.
+        ErrorKind::NotFound => (
+            1,
+            format!(
+                "{}; create the ledger with `refsync ledger --db {} campaign create --name NAME`, or point --db (or {DB_ENV}) at an existing one",
+                e.message(),
+                redact_database_url(&url)
+            ),
+        ),
+        _ => fail(&e),
+    })?;
     let out = command(&ledger, args.command).await;
     ledger.close().await;
     out
+}
+
+/// Fails with "no campaign N" unless campaign `id` exists.
+async fn require_campaign(l: &Ledger, id: Option<i64>) -> Result<(), Failure> {
+    if let Some(id) = id {
+        if l.campaign(id).await.map_err(|e| fail(&e))?.is_none() {
+            return Err((
+                1,
+                format!("no campaign {id} (`refsync ledger campaigns` lists them)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn command(l: &Ledger, command: LedgerCommand) -> Result<String, Failure> {
@@ -396,7 +456,10 @@ async fn command(l: &Ledger, command: LedgerCommand) -> Result<String, Failure> 
             }
             Ok(out)
         }
-        LedgerCommand::Users { campaign } => users(l, campaign).await.map_err(e),
+        LedgerCommand::Users { campaign } => {
+            require_campaign(l, campaign).await?;
+            users(l, campaign).await.map_err(e)
+        }
         LedgerCommand::Qualify(key) => {
             let q = l.qualify(&referral_key(&key)).await.map_err(e)?;
             Ok(describe_qualification(l, &q).await)
@@ -417,6 +480,7 @@ async fn command(l: &Ledger, command: LedgerCommand) -> Result<String, Failure> 
             } else {
                 None
             };
+            require_campaign(l, campaign).await?;
             rewards(l, status, campaign).await.map_err(e)
         }
         LedgerCommand::Reward { command } => {
@@ -573,29 +637,6 @@ async fn describe_qualification(l: &Ledger, q: &Qualification) -> String {
         ),
         Qualification::Ignored { reason } => format!("ignored: {reason}\n"),
     }
-}
-
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 async fn campaigns(l: &Ledger) -> refsync::Result<String> {

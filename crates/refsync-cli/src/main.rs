@@ -11,6 +11,7 @@ use refsync::{InstanceConfig, ReferralHistory, Registry, Verification, WebhookRe
 use serde_json::{Value, json};
 
 mod ledger;
+mod table;
 
 /// refsync: connect a referral program to the systems where referred people convert.
 #[derive(Debug, Parser)]
@@ -121,20 +122,8 @@ fn connectors(registry: &Registry, json: bool) -> String {
     if rows.len() == 1 {
         return "no connectors compiled in (build with --features all, or one feature per connector)\n".to_owned();
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    table::table(&rows)
 }
 
 type Failure = (u8, String);

@@ -4,4 +4,5 @@
 pub mod conformance;
 pub mod fake;
 pub mod openapi;
+pub mod services;
 pub mod sim;
