@@ -15,11 +15,10 @@ use refsync_referral_factory::{
     ApiVersion, Config, CreateUser, Direction, FilterOp, ListQuery, ReferralFactory, RewardItem,
     RewardMetric, RewardView, User, WebhookKey,
 };
-use sqlx::Connection;
 
 const API_TOKEN: &str = "ledger-api-token-0123456789";
 const HOOK_TOKEN: &str = "ledger-hook-token-0123456789";
-use refsync_testkit::services::POSTGRES_ENV;
+use refsync_testkit::services::PgSchema;
 
 // ---- databases ----------------------------------------------------------------------------------
 
@@ -28,7 +27,7 @@ use refsync_testkit::services::POSTGRES_ENV;
 struct TestDb {
     url: String,
     _dir: Option<tempfile::TempDir>,
-    pg: Option<(String, String)>,
+    pg: Option<PgSchema>,
 }
 
 fn sqlite_db() -> TestDb {
@@ -41,70 +40,17 @@ fn sqlite_db() -> TestDb {
     }
 }
 
-/// The PostgreSQL server URL, or `None` after saying why the tests are skipped. In CI a missing
-/// server is a failure.
-fn postgres_url() -> Option<String> {
-    refsync_testkit::services::postgres_url(
+async fn postgres_db() -> Option<TestDb> {
+    let schema = PgSchema::create(
+        "rf",
         "the Referral Factory client's PostgreSQL integration suite",
     )
-}
-
-fn unique_schema() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!(
-        "rf_{:x}_{:x}_{}",
-        std::process::id(),
-        nanos & 0xffff_ffff,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-async fn postgres_db() -> Option<TestDb> {
-    let admin = postgres_url()?;
-    let schema = unique_schema();
-    let mut conn = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut conn)
-        .await
-        .expect("create the test schema");
-    conn.close().await.ok();
-    let sep = if admin.contains('?') { '&' } else { '?' };
+    .await?;
     Some(TestDb {
-        url: format!("{admin}{sep}options=-c%20search_path%3D{schema}"),
+        url: schema.url().to_owned(),
         _dir: None,
-        pg: Some((admin, schema)),
+        pg: Some(schema),
     })
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let Some((admin, schema)) = self.pg.take() else {
-            return;
-        };
-        // Drop is not async: drop the schema from a thread with its own runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 // ---- the served ledger --------------------------------------------------------------------------

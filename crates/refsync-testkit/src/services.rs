@@ -30,3 +30,86 @@ pub fn postgres_url(suite: &str) -> Option<String> {
         }
     }
 }
+
+/// A fresh schema in the test PostgreSQL, dropped when this value is dropped; its
+/// [`url`](PgSchema::url) points connections at it (`search_path`).
+#[cfg(feature = "postgres")]
+#[derive(Debug)]
+pub struct PgSchema {
+    admin: String,
+    schema: String,
+    url: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PgSchema {
+    /// Creates schema `<prefix>_<unique>`; `None` (after saying why) when no server is
+    /// configured outside CI — see [`postgres_url`].
+    ///
+    /// # Panics
+    /// When the server is configured but cannot be reached, or the schema cannot be created.
+    pub async fn create(prefix: &str, suite: &str) -> Option<PgSchema> {
+        use sqlx::Connection as _;
+        let admin = postgres_url(suite)?;
+        let schema = format!("{prefix}_{}", unique_suffix());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_ENV}: {e}"));
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test schema {schema}: {e}"));
+        let _ = conn.close().await;
+        let sep = if admin.contains('?') { '&' } else { '?' };
+        let url = format!("{admin}{sep}options=-c%20search_path%3D{schema}");
+        Some(PgSchema { admin, schema, url })
+    }
+
+    /// The connection URL for this schema.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (admin, schema) = (self.admin.clone(), self.schema.clone());
+        // Drop is not async, and may run inside a runtime: drop the schema from a thread with
+        // its own runtime.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{:x}{:x}{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
