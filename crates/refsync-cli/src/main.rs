@@ -29,6 +29,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a refsync.toml: every problem with file:line:column and a hint; exits 1 when there
+    /// is any.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, short = 'c', default_value = "refsync.toml")]
+        config: PathBuf,
+    },
     /// Verify and parse a webhook body offline; print the canonical events (and rule verdicts
     /// when the config has rules) as JSON. A rejected payload exits 1 with a one-line reason.
     Inspect(InspectArgs),
@@ -76,6 +83,7 @@ fn main() -> ExitCode {
             print!("{}", connectors(&registry, json));
             ExitCode::SUCCESS
         }
+        Command::CheckConfig { config } => check_config(&registry, &config),
         Command::Inspect(args) => match inspect(&registry, &args) {
             Ok(out) => {
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -124,6 +132,36 @@ fn connectors(registry: &Registry, json: bool) -> String {
     }
     let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
     table::table(&rows)
+}
+
+fn check_config(registry: &Registry, path: &Path) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("refsync check-config: cannot read {}: {e}", path.display());
+            return ExitCode::from(USAGE);
+        }
+    };
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let problems = refsync_engine::config::Loader::new()
+        .file_name(path.display().to_string())
+        .base_dir(base_dir)
+        .registry(registry)
+        .check(&text);
+    if problems.is_empty() {
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        println!("{p}");
+    }
+    eprintln!(
+        "refsync check-config: {} problem{} in {}",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" },
+        path.display()
+    );
+    ExitCode::from(REJECTED)
 }
 
 type Failure = (u8, String);
