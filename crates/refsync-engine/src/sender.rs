@@ -1,0 +1,347 @@
+//! The sender: runs jobs (qualify / unqualify on the platform, pushes through connectors),
+//! with retries and dead letters; and [`Engine::run`], the worker loops.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use refsync_core::{CrmObjectRef, Error, QualifyCall, QualifyOutcome, ReferredUser, Result};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::engine::{Engine, JOB_LEASE, retryable};
+use crate::store::{CrmObject, FailOutcome, Job, NewJob, TimelineEntry};
+use crate::worker::outcome_of;
+
+/// The payload of a push job.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PushRequest {
+    /// The connector instance to push into.
+    pub instance: String,
+    /// The referred user.
+    pub user: ReferredUser,
+}
+
+impl Engine {
+    /// Enqueues a push of `user` into `instance` (idempotent per instance, campaign and
+    /// referral code); returns the job id and whether it was new.
+    ///
+    /// # Errors
+    /// [`refsync_core::ErrorKind::NotFound`] for an unknown instance,
+    /// [`refsync_core::ErrorKind::Config`] when it has no push spec; store errors.
+    pub async fn enqueue_push(
+        &self,
+        request: PushRequest,
+        now: DateTime<Utc>,
+    ) -> Result<(i64, bool)> {
+        let inst = self.instance(&request.instance).ok_or_else(|| {
+            Error::new(
+                refsync_core::ErrorKind::NotFound,
+                format!("no connector instance named {:?}", request.instance),
+            )
+        })?;
+        if inst.push.is_none() {
+            return Err(Error::config(format!(
+                "instance {:?} has no [push] spec",
+                inst.name
+            )));
+        }
+        if request.user.referral_code.trim().is_empty() {
+            return Err(Error::validation("user.referral_code must not be empty"));
+        }
+        let key = format!(
+            "push:{}:{}:{}",
+            request.instance, request.user.campaign.id, request.user.referral_code
+        );
+        let referral = format!("code:{}", request.user.referral_code);
+        let outcome = self
+            .inner
+            .store
+            .enqueue(&NewJob {
+                kind: "push".into(),
+                idempotency_key: key,
+                payload: serde_json::to_value(&request)
+                    .map_err(|e| Error::unexpected(e.to_string()))?,
+                run_at: now,
+            })
+            .await?;
+        if outcome.is_created() {
+            self.timeline_note(
+                &referral,
+                now,
+                "push_queued",
+                format!(
+                    "push into {} queued (job {})",
+                    request.instance,
+                    outcome.job().id
+                ),
+                json!({"job": outcome.job().id}),
+            )
+            .await?;
+        }
+        Ok((outcome.job().id, outcome.is_created()))
+    }
+
+    async fn timeline_note(
+        &self,
+        key: &str,
+        at: DateTime<Utc>,
+        kind: &str,
+        message: String,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        self.inner
+            .store
+            .append_timeline(
+                key,
+                &TimelineEntry {
+                    at,
+                    kind: kind.into(),
+                    message,
+                    detail,
+                },
+            )
+            .await
+    }
+
+    /// Claims due jobs and runs each one; returns how many were claimed.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn send_jobs_once(&self, now: DateTime<Utc>) -> Result<usize> {
+        let limit = i64::try_from(self.inner.config.worker.concurrency.max(1)).unwrap_or(4);
+        let jobs = self
+            .inner
+            .store
+            .claim(&self.inner.worker_id, &[], now, limit, JOB_LEASE)
+            .await?;
+        let n = jobs.len();
+        for job in jobs {
+            let span = tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempts);
+            self.send_job(job, now).instrument(span).await?;
+        }
+        Ok(n)
+    }
+
+    async fn send_job(&self, job: Job, now: DateTime<Utc>) -> Result<()> {
+        let (referral, result) = self.run_job(&job, now).await;
+        let store = &self.inner.store;
+        let worker = &self.inner.worker_id;
+        match result {
+            Ok((kind, message, detail)) => {
+                if store.complete(job.id, worker, now).await? {
+                    tracing::info!(%message, "job done");
+                    if let Some(r) = &referral {
+                        self.timeline_note(r, now, kind, message, detail).await?;
+                    }
+                } else {
+                    tracing::warn!("job lease lost before completion");
+                }
+            }
+            Err(e) => {
+                let reason = format!("{}: {}", e.kind().as_str(), e.message());
+                let retry_at = retryable(&e)
+                    .then(|| Engine::after(now, self.delay(job.attempts, e.retry_after())));
+                let outcome = store
+                    .fail_job(
+                        job.id,
+                        worker,
+                        &reason,
+                        retry_at,
+                        self.inner.config.worker.max_age(),
+                        now,
+                    )
+                    .await?;
+                tracing::warn!(%reason, ?outcome, "job failed");
+                if let (Some(r), FailOutcome::Dead) = (&referral, outcome) {
+                    self.timeline_note(
+                        r,
+                        now,
+                        "dead",
+                        format!("{} job {} is a dead letter: {reason}", job.kind, job.id),
+                        json!({"job": job.id}),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a job; returns the referral key (for the timeline) and the outcome.
+    async fn run_job(
+        &self,
+        job: &Job,
+        now: DateTime<Utc>,
+    ) -> (
+        Option<String>,
+        Result<(&'static str, String, serde_json::Value)>,
+    ) {
+        let m = &self.inner.metrics;
+        match job.kind.as_str() {
+            "qualify" | "unqualify" => {
+                let call: QualifyCall = match serde_json::from_value(job.payload["call"].clone()) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(Error::validation(format!("bad payload: {e}")))),
+                };
+                let key = call.referral.canonical();
+                let platform = &self.inner.platform;
+                let started = std::time::Instant::now();
+                let r = if job.kind == "qualify" {
+                    platform.qualify(&call).await
+                } else {
+                    platform.unqualify(&call).await
+                };
+                m.observe("platform", platform.name(), started.elapsed().as_secs_f64());
+                m.upstream(
+                    "platform",
+                    platform.name(),
+                    r.as_ref().map_or_else(outcome_of, |_| "ok"),
+                );
+                let r = r.map(|o| {
+                    let msg = match &o {
+                        QualifyOutcome::Qualified { .. } => {
+                            format!("qualified on {} (rule {})", platform.name(), call.rule)
+                        }
+                        QualifyOutcome::AlreadyQualified { .. } => {
+                            format!("already qualified on {}", platform.name())
+                        }
+                        QualifyOutcome::Unqualified => {
+                            format!("unqualified on {} (rule {})", platform.name(), call.rule)
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    let kind = if job.kind == "qualify" {
+                        "qualified"
+                    } else {
+                        "unqualified"
+                    };
+                    (kind, msg, json!({"job": job.id, "rule": call.rule}))
+                });
+                (Some(key), r)
+            }
+            "push" => {
+                let req: PushRequest = match serde_json::from_value(job.payload.clone()) {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(Error::validation(format!("bad payload: {e}")))),
+                };
+                let key = format!("code:{}", req.user.referral_code);
+                let Some(inst) = self.instance(&req.instance) else {
+                    return (
+                        Some(key),
+                        Err(Error::config(format!("no instance {:?}", req.instance))),
+                    );
+                };
+                let Some(spec) = &inst.push else {
+                    return (
+                        Some(key),
+                        Err(Error::config(format!(
+                            "instance {:?} has no push spec",
+                            inst.name
+                        ))),
+                    );
+                };
+                let started = std::time::Instant::now();
+                let r = inst.connector.push_referral(&req.user, spec).await;
+                m.observe(
+                    "connector",
+                    inst.connector.info().name,
+                    started.elapsed().as_secs_f64(),
+                );
+                m.upstream(
+                    "connector",
+                    inst.connector.info().name,
+                    r.as_ref().map_or_else(outcome_of, |_| "ok"),
+                );
+                let outcome = match r {
+                    Ok(o) => o,
+                    Err(e) => return (Some(key), Err(e)),
+                };
+                for CrmObjectRef { kind, id } in &outcome.links {
+                    let object = CrmObject {
+                        instance: inst.name.clone(),
+                        kind: kind.as_string(),
+                        id: id.clone(),
+                    };
+                    if let Err(e) = self.inner.store.put_link(&key, &object, now).await {
+                        return (Some(key), Err(e));
+                    }
+                }
+                let msg = format!(
+                    "pushed into {} ({:?}): {}",
+                    inst.name,
+                    outcome.action,
+                    outcome
+                        .links
+                        .iter()
+                        .map(|l| format!("{} {}", l.kind, l.id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                (
+                    Some(key),
+                    Ok(("pushed", msg, json!({"job": job.id, "outcome": outcome}))),
+                )
+            }
+            other => (
+                None,
+                Err(Error::validation(format!("unknown job kind {other:?}"))),
+            ),
+        }
+    }
+
+    /// Runs the delivery worker and `worker.concurrency` senders on the current runtime until
+    /// `shutdown` completes; then stops claiming, lets the work in hand finish and returns
+    /// (what was not claimed stays persisted).
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        let poll = Duration::from_millis(250);
+        {
+            let engine = self.clone();
+            let mut rx = rx.clone();
+            tasks.spawn(async move {
+                while !*rx.borrow() {
+                    let n = match engine.process_deliveries_once(Utc::now()).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::error!(error = %e, "delivery worker");
+                            0
+                        }
+                    };
+                    if n == 0 {
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = rx.changed() => {}
+                        }
+                    }
+                }
+            });
+        }
+        for _ in 0..self.inner.config.worker.concurrency.max(1) {
+            let engine = self.clone();
+            let mut rx = rx.clone();
+            tasks.spawn(async move {
+                while !*rx.borrow() {
+                    let n = match engine.send_jobs_once(Utc::now()).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::error!(error = %e, "sender");
+                            0
+                        }
+                    };
+                    if n == 0 {
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll) => {}
+                            _ = rx.changed() => {}
+                        }
+                    }
+                }
+            });
+        }
+        shutdown.await;
+        tracing::info!("shutting down: finishing work in hand");
+        let _ = tx.send(true);
+        while tasks.join_next().await.is_some() {}
+    }
+}
