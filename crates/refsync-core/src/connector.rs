@@ -91,6 +91,28 @@ fn placeholders_as_text<S: Serializer>(
     seq.end()
 }
 
+/// An HTTP answer a vendor expects instead of refsync's default JSON one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookReply {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type` of the body.
+    pub content_type: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl WebhookReply {
+    /// `200` with an empty body.
+    pub fn ok() -> Self {
+        WebhookReply {
+            status: 200,
+            content_type: "text/plain; charset=utf-8".into(),
+            body: Vec::new(),
+        }
+    }
+}
+
 /// A CRM, shop or webhook source.
 ///
 /// `verify` and `parse` are pure and synchronous (no I/O), so they can be fuzzed and tested on
@@ -111,6 +133,22 @@ pub trait Connector: Send + Sync + fmt::Debug {
     /// Unknown event types yield no events, not an error; a malformed body is
     /// [`crate::ErrorKind::Validation`].
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<CrmEvent>>;
+
+    /// Recognises a vendor handshake that is not an event — e.g. WooCommerce's unsigned ping
+    /// (`webhook_id=N`) when a webhook is created — and returns the reply it needs. Called before
+    /// `verify`; a handshake is answered and never stored, so detection must be strict. Pure.
+    fn handshake(&self, request: &WebhookRequest) -> Option<WebhookReply> {
+        let _ = request;
+        None
+    }
+
+    /// The reply to send once a delivery is accepted (stored or a duplicate), when the vendor
+    /// needs a specific one (Salesforce outbound messages want a SOAP `Ack`). `None`: refsync's
+    /// JSON answer. Pure.
+    fn acknowledgement(&self, request: &WebhookRequest) -> Option<WebhookReply> {
+        let _ = request;
+        None
+    }
 
     /// Fetches what the webhook lacks (pipeline, stage, referral code, associations).
     async fn enrich(&self, event: CrmEvent) -> Result<CrmEvent> {

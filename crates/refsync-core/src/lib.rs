@@ -11,7 +11,7 @@ pub mod registry;
 pub mod rules;
 mod secret;
 
-pub use connector::{Capabilities, Connector, ConnectorInfo};
+pub use connector::{Capabilities, Connector, ConnectorInfo, WebhookReply};
 pub use domain::{CampaignRef, ReferralKey, ReferredUser, Referrer};
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Change, CrmEvent, EventObject, ObjectKind, Verification, WebhookRequest};

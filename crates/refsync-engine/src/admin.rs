@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
@@ -95,24 +95,32 @@ async fn hook(
             .collect(),
         body: body.to_vec(),
     };
-    match engine.ingest(&instance, request, Utc::now()).await {
-        Ok(IngestOutcome::Accepted { id }) => (
+    // The vendor-specific acknowledgement (e.g. a SOAP Ack), decided from the request alone.
+    let ack = engine
+        .instance(&instance)
+        .and_then(|i| i.connector.acknowledgement(&request));
+    let (status, delivery) = match engine.ingest(&instance, request, Utc::now()).await {
+        Ok(IngestOutcome::Handshake { reply }) => return reply_response(reply),
+        Ok(IngestOutcome::Accepted { id }) => ("accepted", id),
+        Ok(IngestOutcome::Duplicate { id }) => ("duplicate", id),
+        Ok(IngestOutcome::DeadLettered { id, .. }) => ("dead_lettered", id),
+        Err(e) => return error_response(&e),
+    };
+    match ack {
+        Some(reply) => reply_response(reply),
+        None => (
             StatusCode::OK,
-            axum::Json(json!({"status": "accepted", "delivery": id})),
+            axum::Json(json!({"status": status, "delivery": delivery})),
         )
             .into_response(),
-        Ok(IngestOutcome::Duplicate { id }) => (
-            StatusCode::OK,
-            axum::Json(json!({"status": "duplicate", "delivery": id})),
-        )
-            .into_response(),
-        Ok(IngestOutcome::DeadLettered { id, .. }) => (
-            StatusCode::OK,
-            axum::Json(json!({"status": "dead_lettered", "delivery": id})),
-        )
-            .into_response(),
-        Err(e) => error_response(&e),
     }
+}
+
+fn reply_response(reply: refsync_core::WebhookReply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let content_type = HeaderValue::from_str(&reply.content_type)
+        .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
+    (status, [(header::CONTENT_TYPE, content_type)], reply.body).into_response()
 }
 
 fn admin_token(engine: &Engine) -> Option<&str> {

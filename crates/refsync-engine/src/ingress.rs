@@ -1,7 +1,7 @@
 //! Ingest: verify → dedup key → persist. The HTTP side is in [`crate::admin`]'s router.
 
 use chrono::{DateTime, Utc};
-use refsync_core::{Error, ErrorKind, Result, WebhookRequest};
+use refsync_core::{Error, ErrorKind, Result, WebhookReply, WebhookRequest};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -10,7 +10,13 @@ use crate::store::{InsertOutcome, NewDelivery};
 
 /// What ingest did with a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IngestOutcome {
+    /// A vendor handshake (not an event): answered with this reply, nothing stored.
+    Handshake {
+        /// The reply the vendor expects.
+        reply: WebhookReply,
+    },
     /// Stored as a new delivery, to be processed by the workers.
     Accepted {
         /// The delivery id.
@@ -32,12 +38,13 @@ pub enum IngestOutcome {
 }
 
 impl IngestOutcome {
-    /// The delivery id.
-    pub fn id(&self) -> i64 {
+    /// The delivery id (none for a handshake).
+    pub fn id(&self) -> Option<i64> {
         match self {
             IngestOutcome::Accepted { id }
             | IngestOutcome::Duplicate { id }
-            | IngestOutcome::DeadLettered { id, .. } => *id,
+            | IngestOutcome::DeadLettered { id, .. } => Some(*id),
+            IngestOutcome::Handshake { .. } => None,
         }
     }
 }
@@ -87,6 +94,10 @@ impl Engine {
                 format!("no connector instance named {instance:?}"),
             ));
         };
+        if let Some(reply) = inst.connector.handshake(&request) {
+            tracing::info!("vendor handshake answered, nothing stored");
+            return Ok(IngestOutcome::Handshake { reply });
+        }
         if let Err(e) = inst.connector.verify(&request, now) {
             m.inc_rejected(instance, "unauthorized");
             tracing::info!(reason = %e.message(), "webhook rejected");
@@ -120,7 +131,10 @@ impl Engine {
             received_at: now,
         };
         let outcome = self.inner.store.insert_delivery(&new).await?;
-        tracing::Span::current().record("delivery_id", outcome.id());
+        let stored_id = match outcome {
+            InsertOutcome::Inserted(id) | InsertOutcome::Duplicate(id) => id,
+        };
+        tracing::Span::current().record("delivery_id", stored_id);
         match (outcome, parsed) {
             (InsertOutcome::Duplicate(id), _) => {
                 m.inc_deduplicated(instance);
