@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use refsync_core::rules::{decide, resolve_referral};
-use refsync_core::{CrmEvent, CrmObjectRef, ObjectKind, QualifyAction, ReferralHistory, Result};
+use refsync_core::{
+    Change, CrmEvent, CrmObjectRef, ObjectKind, QualifyAction, ReferralHistory, Result,
+};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -140,6 +142,22 @@ impl Engine {
         let key = referral.as_ref().map(|k| k.canonical());
         let event_json = serde_json::to_value(event).unwrap_or(json!(null));
         if let Some(key) = &key {
+            // Links learnt from the event: the object itself (its referral may have come from the
+            // event's own referral code), and the deal a converted lead became — so later
+            // webhooks about that deal find the referral without carrying its code.
+            store.put_link(key, &object, now).await?;
+            if let Change::LeadConverted {
+                deal_id: Some(deal),
+                ..
+            } = &event.change
+            {
+                let deal = CrmObject {
+                    instance: inst.name.clone(),
+                    kind: ObjectKind::Deal.as_string(),
+                    id: deal.clone(),
+                };
+                store.put_link(key, &deal, now).await?;
+            }
             history.links = store
                 .links_by_referral(key)
                 .await?
