@@ -691,7 +691,7 @@ async fn campaigns(l: &Ledger) -> refsync::Result<String> {
     Ok(table(&rows))
 }
 
-async fn users(l: &Ledger, campaign: Option<i64>) -> refsync::Result<String> {
+pub(crate) async fn users(l: &Ledger, campaign: Option<i64>) -> refsync::Result<String> {
     let page = l.users(campaign, &ListQuery::default()).await?;
     if page.items.is_empty() {
         return Ok("no users\n".to_owned());
@@ -757,7 +757,7 @@ async fn users(l: &Ledger, campaign: Option<i64>) -> refsync::Result<String> {
     Ok(table(&rows))
 }
 
-async fn rewards(
+pub(crate) async fn rewards(
     l: &Ledger,
     status: Option<RewardStatus>,
     campaign: Option<i64>,

@@ -10,7 +10,10 @@ use refsync::rules::decide_delivery;
 use refsync::{InstanceConfig, ReferralHistory, Registry, Verification, WebhookRequest};
 use serde_json::{Value, json};
 
+mod demo;
 mod ledger;
+mod ops;
+mod serve;
 mod table;
 
 /// refsync: connect a referral program to the systems where referred people convert.
@@ -41,6 +44,19 @@ enum Command {
     Inspect(InspectArgs),
     /// The embedded referral ledger: campaigns, users, qualification, rewards.
     Ledger(ledger::LedgerArgs),
+    /// Run the service: webhooks, referrals to push, health, metrics, the admin API, and the
+    /// workers, until SIGTERM / SIGINT.
+    Serve(serve::ServeArgs),
+    /// The whole story on embedded defaults, over loopback HTTP with a simulated CRM.
+    Demo(demo::DemoArgs),
+    /// Push a referred user into a connector instance's CRM.
+    Push(ops::PushArgs),
+    /// Qualify a referral by hand (calls the configured platform once; idempotent).
+    Qualify(ops::QualifyArgs),
+    /// Requeue deliveries: one by id, or every dead letter.
+    Replay(ops::ReplayArgs),
+    /// Dead letters: list, show, replay.
+    Dlq(ops::DlqArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +111,12 @@ fn main() -> ExitCode {
             }
         },
         Command::Ledger(args) => ledger::run(args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Push(args) => ops::push(&args),
+        Command::Qualify(args) => ops::qualify(&args),
+        Command::Replay(args) => ops::replay(args),
+        Command::Dlq(args) => ops::dlq(args),
     }
 }
 
