@@ -206,6 +206,15 @@ pub struct WorkerConfig {
     /// Jobs processed at the same time (default 4).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// How long a worker holds a claimed delivery, in seconds (default 120). When a process
+    /// dies, its deliveries are taken over after this long.
+    #[serde(default = "default_delivery_lease")]
+    pub delivery_lease_secs: u64,
+    /// How long a worker holds a claimed job, in seconds (default 300). When a process dies, its
+    /// jobs are taken over after this long; keep it above the longest platform call (timeouts and
+    /// Retry-After waits included), or a slow call may be repeated (qualify is idempotent).
+    #[serde(default = "default_job_lease")]
+    pub job_lease_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -215,11 +224,21 @@ impl Default for WorkerConfig {
             backoff_base_secs: default_backoff_base(),
             backoff_max_secs: default_backoff_max(),
             concurrency: default_concurrency(),
+            delivery_lease_secs: default_delivery_lease(),
+            job_lease_secs: default_job_lease(),
         }
     }
 }
 
 impl WorkerConfig {
+    /// [`WorkerConfig::delivery_lease_secs`] as a duration.
+    pub fn delivery_lease(&self) -> Duration {
+        Duration::from_secs(self.delivery_lease_secs)
+    }
+    /// [`WorkerConfig::job_lease_secs`] as a duration.
+    pub fn job_lease(&self) -> Duration {
+        Duration::from_secs(self.job_lease_secs)
+    }
     /// [`WorkerConfig::max_age_secs`] as a duration.
     pub fn max_age(&self) -> Duration {
         Duration::from_secs(self.max_age_secs)
@@ -242,6 +261,12 @@ fn default_backoff_base() -> u64 {
 }
 fn default_backoff_max() -> u64 {
     900
+}
+fn default_delivery_lease() -> u64 {
+    120
+}
+fn default_job_lease() -> u64 {
+    300
 }
 fn default_concurrency() -> usize {
     4
@@ -884,6 +909,8 @@ impl<'t> Analysis<'t> {
             ("concurrency", w.concurrency == 0),
             ("max_age_secs", w.max_age_secs == 0),
             ("backoff_base_secs", w.backoff_base_secs == 0),
+            ("delivery_lease_secs", w.delivery_lease_secs == 0),
+            ("job_lease_secs", w.job_lease_secs == 0),
         ] {
             if zero {
                 let span = lookup(doc, &["worker", key]).unwrap_or(0..0);

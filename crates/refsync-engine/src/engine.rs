@@ -107,11 +107,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// How long a claimed delivery is leased.
-pub(crate) const DELIVERY_LEASE: Duration = Duration::from_secs(120);
-/// How long a claimed job is leased.
-pub(crate) const JOB_LEASE: Duration = Duration::from_secs(300);
-
 impl Engine {
     /// Builds the engine from its config: opens the store, builds every instance and the
     /// platform through `registry`.

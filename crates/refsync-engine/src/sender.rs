@@ -9,7 +9,7 @@ use refsync_core::{CrmObjectRef, Error, QualifyCall, QualifyOutcome, ReferredUse
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::engine::{Engine, JOB_LEASE, retryable};
+use crate::engine::{Engine, retryable};
 use crate::store::{CrmObject, FailOutcome, Job, NewJob, TimelineEntry};
 use crate::worker::outcome_of;
 
@@ -113,7 +113,13 @@ impl Engine {
         let jobs = self
             .inner
             .store
-            .claim(&self.inner.worker_id, &[], now, limit, JOB_LEASE)
+            .claim(
+                &self.inner.worker_id,
+                &[],
+                now,
+                limit,
+                self.inner.config.worker.job_lease(),
+            )
             .await?;
         let n = jobs.len();
         for job in jobs {

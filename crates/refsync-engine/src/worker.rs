@@ -8,7 +8,7 @@ use refsync_core::{
 use serde_json::json;
 use tracing::Instrument;
 
-use crate::engine::{DELIVERY_LEASE, Engine, Instance, parse_referral_key, retryable};
+use crate::engine::{Engine, Instance, parse_referral_key, retryable};
 use crate::store::{CrmObject, Delivery, NewJob, TimelineEntry};
 
 /// What to do with a delivery after a failed step.
@@ -27,7 +27,12 @@ impl Engine {
         let claimed = self
             .inner
             .store
-            .claim_deliveries(&self.inner.worker_id, now, limit, DELIVERY_LEASE)
+            .claim_deliveries(
+                &self.inner.worker_id,
+                now,
+                limit,
+                self.inner.config.worker.delivery_lease(),
+            )
             .await?;
         let n = claimed.len();
         for d in claimed {
