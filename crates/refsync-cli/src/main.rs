@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 mod demo;
 mod ledger;
+mod oauth;
 mod ops;
 mod serve;
 mod table;
@@ -57,6 +58,8 @@ enum Command {
     Replay(ops::ReplayArgs),
     /// Dead letters: list, show, replay.
     Dlq(ops::DlqArgs),
+    /// OAuth2: authorize an instance and store its tokens.
+    Oauth(oauth::OauthArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Qualify(args) => ops::qualify(&args),
         Command::Replay(args) => ops::replay(args),
         Command::Dlq(args) => ops::dlq(args),
+        Command::Oauth(args) => oauth::run(args),
     }
 }
 

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use refsync_core::{InstanceConfig, PushSpec, Registry, RuleSpec, Secret};
+use refsync_http::OAuthConfig;
 use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -171,6 +172,11 @@ pub struct InstanceEntry {
     /// Qualification rules, evaluated in order on every event.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<RuleSpec>,
+    /// `[instances.oauth]`: the OAuth2 application the instance authorizes with
+    /// (`refsync oauth authorize <name>` runs the authorization-code flow and stores the tokens
+    /// under `oauth:<name>` in the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthConfig>,
 }
 
 fn empty_object() -> serde_json::Value {
@@ -950,8 +956,31 @@ impl<'t> Analysis<'t> {
             } else {
                 seen.insert(&entry.name, name_span.start);
             }
+            if let Some(oauth) = &entry.oauth {
+                self.check_oauth(oauth, value);
+            }
             if let Some(registry) = registry {
                 self.check_instance(entry, value, registry);
+            }
+        }
+    }
+
+    fn check_oauth(&mut self, oauth: &OAuthConfig, value: &Spanned<DeValue<'t>>) {
+        let urls = [
+            ("auth_url", Some(&oauth.auth_url)),
+            ("token_url", Some(&oauth.token_url)),
+            ("redirect_url", oauth.redirect_url.as_ref()),
+        ];
+        for (key, url) in urls {
+            if url.is_some_and(|u| !is_http_url(u)) {
+                let span = lookup_value(value, &["oauth", key])
+                    .or_else(|| field_span(value, "oauth"))
+                    .unwrap_or_else(|| value.span());
+                self.report(
+                    span,
+                    format!("oauth.{key} must be an absolute http(s) URL"),
+                    "see the vendor's OAuth documentation (e.g. https://oauth.pipedrive.com/oauth/token)",
+                );
             }
         }
     }

@@ -8,8 +8,10 @@ pub mod ingress;
 pub mod metrics;
 pub mod sender;
 pub mod store;
+pub mod tokens;
 pub mod worker;
 
 pub use engine::{Engine, Instance, parse_referral_key};
 pub use ingress::{IngestOutcome, body_hash};
 pub use sender::PushRequest;
+pub use tokens::StoreTokenStore;

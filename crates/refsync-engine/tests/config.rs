@@ -559,3 +559,50 @@ to = ""
     expect(&problems, 7, 1, "missing key `object`");
     expect(&problems, 10, 1, "rule 1 does not build");
 }
+
+#[test]
+fn an_instance_oauth_table_loads_and_is_checked() {
+    let text = format!(
+        "{VALID}\n[instances.oauth]\nclient_id = \"app-1\"\nclient_secret = \"${{env:CRM_CLIENT_SECRET}}\"\nauth_url = \"https://crm.example.com/oauth/authorize\"\ntoken_url = \"https://crm.example.com/oauth/token\"\nscopes = [\"deals:read\"]\nclient_auth = \"request_body\"\nauthorize_params = {{ access_type = \"offline\" }}\n"
+    );
+    let e = env(&[("CRM_CLIENT_SECRET", "client-secret-123456")]);
+    let problems = check_with(&text, &e);
+    assert!(problems.is_empty(), "{}", render(&problems));
+    let r = registry();
+    let c = Loader::new().env(&e).registry(&r).parse(&text).unwrap();
+    let oauth = c.instances[0].oauth.as_ref().expect("oauth table");
+    assert_eq!(oauth.client_id, "app-1");
+    assert_eq!(oauth.client_secret.expose(), "client-secret-123456");
+    assert_eq!(oauth.redirect_url, None);
+    assert_eq!(oauth.scopes, ["deals:read"]);
+    assert_eq!(
+        oauth.client_auth,
+        refsync_http::oauth::ClientAuth::RequestBody
+    );
+    assert!(!format!("{oauth:?}").contains("client-secret-123456"));
+
+    // Without it, no oauth.
+    let c = Loader::new().registry(&r).parse(VALID).unwrap();
+    assert!(c.instances[0].oauth.is_none());
+
+    // Unknown keys, missing keys and non-URLs are reported without the secret.
+    let bad = format!(
+        "{VALID}\n[instances.oauth]\nclient_id = \"app-1\"\nclient_secret = \"client-secret-123456\"\nauth_url = \"crm.example.com/authorize\"\ntoken_url = \"https://crm.example.com/oauth/token\"\nscope = [\"x\"]\n"
+    );
+    let problems = check(&bad);
+    let rendered = render(&problems);
+    assert!(rendered.contains("unknown key `scope`"), "{rendered}");
+    assert!(rendered.contains("did you mean"), "{rendered}");
+    assert!(
+        rendered.contains("oauth.auth_url must be an absolute http(s) URL"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("client-secret-123456"), "{rendered}");
+
+    let missing = format!("{VALID}\n[instances.oauth]\nclient_id = \"app-1\"\n");
+    let rendered = render(&check(&missing));
+    assert!(
+        rendered.contains("missing key `client_secret`"),
+        "{rendered}"
+    );
+}

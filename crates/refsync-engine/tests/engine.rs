@@ -80,6 +80,7 @@ fn entry(name: &str, campaign: &str, settings: Value, push: bool) -> InstanceEnt
                 pipeline: Some("1".into()),
             },
         ],
+        oauth: None,
     }
 }
 

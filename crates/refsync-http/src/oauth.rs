@@ -39,7 +39,8 @@ pub enum ClientAuth {
     RequestBody,
 }
 
-/// One OAuth2 application's configuration. `Debug` never shows the client secret.
+/// One OAuth2 application's configuration. `Debug` never shows the client secret; `PartialEq`
+/// compares it in constant time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthConfig {
@@ -64,6 +65,22 @@ pub struct OAuthConfig {
     /// `prompt=consent`).
     #[serde(default)]
     pub authorize_params: BTreeMap<String, String>,
+}
+
+impl PartialEq for OAuthConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_id == other.client_id
+            && constant_time_eq(
+                self.client_secret.expose().as_bytes(),
+                other.client_secret.expose().as_bytes(),
+            )
+            && self.auth_url == other.auth_url
+            && self.token_url == other.token_url
+            && self.redirect_url == other.redirect_url
+            && self.scopes == other.scopes
+            && self.client_auth == other.client_auth
+            && self.authorize_params == other.authorize_params
+    }
 }
 
 /// A persisted token. `Debug` shows neither token nor the values of `extra`.
@@ -117,7 +134,8 @@ impl StoredToken {
     }
 }
 
-/// Where tokens live between runs (the engine stores them encrypted in its database).
+/// Where tokens live between runs (the engine keeps them in its store, `refsync_engine::StoreTokenStore`:
+/// protect the database like the config file).
 #[async_trait]
 pub trait TokenStore: Send + Sync + fmt::Debug {
     /// The token stored under `key`, if any.
