@@ -801,19 +801,25 @@ async fn platform_429_5xx_and_timeouts_end_in_success_within_the_rate_limit() {
         "the platform saw {} calls: the trouble or the rate limit was not exercised",
         calls.len()
     );
+    // The client's token bucket bounds the calls it *starts* in any 60 s; the server sees
+    // *arrivals*, which lag the start by the connection time (a new connection after a timed-out
+    // one, on a loaded machine). So the check allows up to 1 s of that jitter by counting
+    // arrivals in any 59 s window — a client allowing 13 calls a minute still fails it.
+    // (Production keeps a margin for the same reason: 540/min configured, 600 allowed.)
+    const ARRIVAL_WINDOW: Duration = Duration::from_secs(59);
     let worst = calls
         .iter()
         .map(|start| {
             calls
                 .iter()
-                .filter(|t| **t >= *start && t.duration_since(*start) < Duration::from_secs(60))
+                .filter(|t| **t >= *start && t.duration_since(*start) < ARRIVAL_WINDOW)
                 .count()
         })
         .max()
         .unwrap_or(0);
     assert!(
         worst <= RATE_LIMIT,
-        "{worst} calls within one minute, above rate_limit_per_minute = {RATE_LIMIT}"
+        "{worst} calls arrived within 59 s, above rate_limit_per_minute = {RATE_LIMIT}"
     );
     // Shown with --nocapture: what the run exercised.
     let _ = writeln!(
