@@ -173,6 +173,36 @@ pub(crate) async fn serve(
                 .await;
         })
     };
+    let upkeep = {
+        let engine = engine.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let worker = engine.config().worker.clone();
+            if worker.upkeep_interval_secs == 0 {
+                return;
+            }
+            let interval = std::time::Duration::from_secs(worker.upkeep_interval_secs);
+            let overlap = chrono::Duration::seconds(300);
+            let mut since = chrono::Utc::now()
+                - chrono::Duration::seconds(
+                    i64::try_from(worker.reconcile_lookback_secs).unwrap_or(i64::MAX / 2),
+                );
+            loop {
+                let started = chrono::Utc::now();
+                tokio::select! {
+                    _ = engine.upkeep_once(since, started) => {}
+                    _ = rx.wait_for(|s| *s) => return,
+                }
+                // The next round looks back past this one's start: the dedup of delivery ids
+                // makes the overlap free.
+                since = started - overlap;
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = rx.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
     tracing::info!(%addr, instances = ?engine.instance_names(), "serving");
     on_ready(addr);
     let mut http_rx = stop_rx.clone();
@@ -185,6 +215,7 @@ pub(crate) async fn serve(
     let _ = stop_tx.send(true);
     let served = server.await.map_err(std::io::Error::other)?;
     let _ = workers.await;
+    let _ = upkeep.await;
     engine.store().close().await;
     tracing::info!("stopped");
     served

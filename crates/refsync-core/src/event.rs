@@ -167,6 +167,11 @@ pub struct CrmEvent {
     /// The CRM account the event comes from (Pipedrive `company_id`, HubSpot `portalId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// Other CRM objects the payload names as belonging to this one (a deal's person and
+    /// organization). The engine uses them to find the referral of an object it has no link
+    /// for: a deal created for a pushed person belongs to that person's referral.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<EventObject>,
 }
 
 impl CrmEvent {
@@ -189,6 +194,7 @@ impl CrmEvent {
             referral_code: None,
             email: None,
             account: None,
+            related: Vec::new(),
         }
     }
 }

@@ -23,8 +23,8 @@ pub use platform::{
     NewUser, PlatformUser, QualifyOutcome, ReferralPlatform, ReferrerRef, Reward, RewardStatus,
 };
 pub use registry::{
-    BuildConnector, BuildPlatform, ConnectorDescriptor, InstanceConfig, NormalizeSettings,
-    PlatformDescriptor, Registry,
+    BuildConnector, BuildContext, BuildPlatform, ConnectorDescriptor, InstanceConfig,
+    NormalizeSettings, PlatformDescriptor, Registry,
 };
 pub use rules::{
     Decision, EventDecisions, QualificationRule, QualifyAction, QualifyCall, ReferralHistory,

@@ -1,6 +1,7 @@
 //! The explicit [`Registry`] of connectors and platforms. No global state: embedders own it.
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -14,8 +15,52 @@ use crate::mapping::PushSpec;
 use crate::platform::ReferralPlatform;
 use crate::rules::{QualificationRule, RuleSpec};
 
-/// Builds a connector from its JSON settings (the `[settings]` table of an instance config).
-pub type BuildConnector = fn(&serde_json::Value) -> Result<Arc<dyn Connector>>;
+/// Builds a connector from its JSON settings (the `[settings]` table of an instance config) and
+/// what the host provides ([`BuildContext`]).
+pub type BuildConnector = fn(&serde_json::Value, &BuildContext) -> Result<Arc<dyn Connector>>;
+
+/// What the host gives a connector at build time besides its settings: the instance name and
+/// typed extensions, such as the OAuth2 token manager the engine keeps for an instance with an
+/// `[instances.oauth]` table (`refsync_http::oauth::TokenManager`). A connector that needs an
+/// extension the host did not provide fails with a config error that says what to set up.
+#[derive(Clone, Default)]
+pub struct BuildContext {
+    /// The instance the connector is built for, when there is one.
+    pub instance: Option<String>,
+    extensions: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for BuildContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("instance", &self.instance)
+            .field("extensions", &self.extensions.len())
+            .finish()
+    }
+}
+
+impl BuildContext {
+    /// A context for instance `name`.
+    pub fn for_instance(name: impl Into<String>) -> Self {
+        BuildContext {
+            instance: Some(name.into()),
+            ..BuildContext::default()
+        }
+    }
+
+    /// Adds (or replaces) the extension of type `T`.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) -> &mut Self {
+        self.extensions.insert(TypeId::of::<T>(), Arc::new(value));
+        self
+    }
+
+    /// The extension of type `T`, if the host provided one.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref::<T>())
+    }
+}
 
 /// Parses settings into the connector's typed config and serializes them back: the config
 /// round-trip, with defaults filled in. Unknown fields are a [`crate::ErrorKind::Config`] error.
@@ -103,12 +148,22 @@ impl Registry {
         self.platforms.values()
     }
 
-    /// Builds connector `name` from `settings`; an unknown name is a config error listing the
-    /// compiled-in ones.
+    /// Builds connector `name` from `settings` with an empty [`BuildContext`]; an unknown name
+    /// is a config error listing the compiled-in ones.
     pub fn build_connector(
         &self,
         name: &str,
         settings: &serde_json::Value,
+    ) -> Result<Arc<dyn Connector>> {
+        self.build_connector_with(name, settings, &BuildContext::default())
+    }
+
+    /// Builds connector `name` from `settings` and `context`.
+    pub fn build_connector_with(
+        &self,
+        name: &str,
+        settings: &serde_json::Value,
+        context: &BuildContext,
     ) -> Result<Arc<dyn Connector>> {
         let d = self.connector(name).ok_or_else(|| {
             let known: Vec<&str> = self.connectors.keys().copied().collect();
@@ -121,7 +176,7 @@ impl Registry {
                 }
             ))
         })?;
-        (d.build)(settings).map_err(|e| {
+        (d.build)(settings, context).map_err(|e| {
             if e.connector().is_none() {
                 e.with_connector(d.info.name)
             } else {

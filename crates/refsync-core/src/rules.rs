@@ -606,6 +606,72 @@ pub fn resolve_referral(
     }
 }
 
+/// Derives a lead conversion that the CRM does not report as such (Pipedrive has no conversion
+/// event): the referral's lead was **deleted** and a **deal was created** for the referral, in
+/// either order. `event` is the newest fact, `history` what is known of its referral (the lead
+/// comes from `history.links`, the other fact from `history.events`).
+///
+/// Returns the `lead_converted` event to evaluate and record after `event`, or `None` when the
+/// two facts are not both known yet, or a conversion of that lead is already known. The derived
+/// event is deterministic (same inputs, same event), so a redelivery does not derive a new one.
+/// What this cannot see: a lead deleted and a deal created for the same referral by hand looks
+/// like a conversion; a converted lead whose deal carries neither the referral code nor the
+/// pushed person is not seen at all.
+pub fn derive_lead_conversion(event: &CrmEvent, history: &ReferralHistory) -> Option<CrmEvent> {
+    let linked_lead = |id: &str| {
+        history
+            .links
+            .iter()
+            .any(|l| l.kind == ObjectKind::Lead && l.id == id)
+    };
+    let known =
+        |lead: &str| {
+            history.events.iter().chain(std::iter::once(event)).any(
+                |e| matches!(&e.change, Change::LeadConverted { lead_id, .. } if lead_id == lead),
+            )
+        };
+    let (lead, deal) = match (&event.object.kind, &event.change) {
+        (ObjectKind::Lead, Change::Deleted) if linked_lead(&event.object.id) => {
+            let deal = history.events.iter().rev().find(|e| {
+                e.object.kind == ObjectKind::Deal && matches!(e.change, Change::Created)
+            })?;
+            (event.object.id.clone(), deal.object.id.clone())
+        }
+        (ObjectKind::Deal, Change::Created) => {
+            let lead = history.events.iter().rev().find(|e| {
+                e.object.kind == ObjectKind::Lead
+                    && matches!(e.change, Change::Deleted)
+                    && linked_lead(&e.object.id)
+            })?;
+            (lead.object.id.clone(), event.object.id.clone())
+        }
+        _ => return None,
+    };
+    if known(&lead) {
+        return None;
+    }
+    Some(CrmEvent {
+        delivery_id: event.delivery_id.clone(),
+        occurred_at: event.occurred_at,
+        referral_code: event.referral_code.clone(),
+        email: event.email.clone(),
+        account: event.account.clone(),
+        related: vec![crate::event::EventObject {
+            kind: ObjectKind::Deal,
+            id: deal.clone(),
+        }],
+        ..CrmEvent::new(
+            event.source.clone(),
+            ObjectKind::Lead,
+            lead.clone(),
+            Change::LeadConverted {
+                lead_id: lead,
+                deal_id: Some(deal),
+            },
+        )
+    })
+}
+
 /// Whether a call qualifies or unqualifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -405,3 +405,89 @@ fn two_rules_firing_for_one_referral_share_the_referral_key() {
     assert_eq!(calls[0].referral_key(), "42:code:R1");
     assert_eq!(calls[0].referral_key(), calls[1].referral_key());
 }
+
+fn lead_linked_history(lead: &str, events: Vec<CrmEvent>) -> ReferralHistory {
+    ReferralHistory {
+        links: vec![refsync_core::CrmObjectRef {
+            kind: ObjectKind::Lead,
+            id: lead.into(),
+        }],
+        events,
+        ..linked()
+    }
+}
+
+#[test]
+fn a_lead_deleted_and_a_deal_created_derive_one_conversion_in_either_order() {
+    use refsync_core::rules::derive_lead_conversion;
+    let deleted = CrmEvent::new("t", ObjectKind::Lead, "L1", Change::Deleted);
+    let created = CrmEvent::new("t", ObjectKind::Deal, "D9", Change::Created);
+    let want = Change::LeadConverted {
+        lead_id: "L1".into(),
+        deal_id: Some("D9".into()),
+    };
+    // deal first, then the lead's deletion
+    let d = derive_lead_conversion(&deleted, &lead_linked_history("L1", vec![created.clone()]))
+        .expect("derived on the deletion");
+    assert_eq!(d.change, want);
+    assert_eq!(d.object.id, "L1");
+    // deletion first, then the deal
+    let d2 = derive_lead_conversion(&created, &lead_linked_history("L1", vec![deleted.clone()]))
+        .expect("derived on the creation");
+    assert_eq!(d2.change, want);
+    // the derived event qualifies under lead_converted
+    let v = rule(r#"{"rule":"lead_converted"}"#).evaluate(&d2, &linked());
+    assert!(v.is_qualify(), "{v:?}");
+    // once a conversion of that lead is known, nothing more is derived
+    let again = lead_linked_history("L1", vec![deleted.clone(), d2]);
+    assert_eq!(derive_lead_conversion(&created, &again), None);
+    // one fact alone is not a conversion
+    assert_eq!(
+        derive_lead_conversion(&created, &lead_linked_history("L1", vec![])),
+        None
+    );
+    assert_eq!(
+        derive_lead_conversion(&deleted, &lead_linked_history("L1", vec![])),
+        None
+    );
+    // a deleted lead that is not the referral's lead is not its conversion
+    let other = CrmEvent::new("t", ObjectKind::Lead, "L2", Change::Deleted);
+    assert_eq!(
+        derive_lead_conversion(&created, &lead_linked_history("L1", vec![other])),
+        None
+    );
+    // a referral pushed as a deal (no lead link) never "converts"
+    let no_lead = ReferralHistory {
+        events: vec![deleted],
+        ..linked()
+    };
+    assert_eq!(derive_lead_conversion(&created, &no_lead), None);
+}
+
+#[test]
+fn a_derived_conversion_then_the_stage_qualifies_lead_converted_at_stage() {
+    use refsync_core::rules::derive_lead_conversion;
+    let deleted = CrmEvent::new("t", ObjectKind::Lead, "L1", Change::Deleted);
+    let created = CrmEvent::new("t", ObjectKind::Deal, "D9", Change::Created);
+    let conv = derive_lead_conversion(&created, &lead_linked_history("L1", vec![deleted.clone()]))
+        .unwrap();
+    let r = rule(r#"{"rule":"lead_converted_at_stage","stage":"3"}"#);
+    let h = lead_linked_history("L1", vec![deleted, created, conv]);
+    assert!(!r.evaluate(&deal_stage("D9", "2"), &h).is_qualify());
+    assert!(r.evaluate(&deal_stage("D9", "3"), &h).is_qualify());
+    assert!(!r.evaluate(&deal_stage("D10", "3"), &h).is_qualify());
+}
+
+proptest! {
+    #[test]
+    fn derive_lead_conversion_never_panics(events in proptest::collection::vec(arb_event(), 0..10), lead in "[0-9a-z]{0,3}") {
+        if let Some((last, rest)) = events.split_last() {
+            let h = lead_linked_history(&lead, rest.to_vec());
+            if let Some(d) = refsync_core::rules::derive_lead_conversion(last, &h) {
+                let is_conversion = matches!(d.change, Change::LeadConverted { .. });
+                prop_assert!(is_conversion);
+                prop_assert_eq!(&d.object.id, &lead);
+            }
+        }
+    }
+}

@@ -221,6 +221,14 @@ pub struct WorkerConfig {
     /// Retry-After waits included), or a slow call may be repeated (qualify is idempotent).
     #[serde(default = "default_job_lease")]
     pub job_lease_secs: u64,
+    /// Seconds between upkeep rounds of `refsync serve` (default 900): webhook subscriptions
+    /// re-checked (and re-created if the CRM deleted them) and changes since the last round
+    /// reconciled, for connectors that can. `0` turns upkeep off.
+    #[serde(default = "default_upkeep_interval")]
+    pub upkeep_interval_secs: u64,
+    /// How far back the first reconcile after start looks, in seconds (default 86400: 24 h).
+    #[serde(default = "default_reconcile_lookback")]
+    pub reconcile_lookback_secs: u64,
 }
 
 impl Default for WorkerConfig {
@@ -232,6 +240,8 @@ impl Default for WorkerConfig {
             concurrency: default_concurrency(),
             delivery_lease_secs: default_delivery_lease(),
             job_lease_secs: default_job_lease(),
+            upkeep_interval_secs: default_upkeep_interval(),
+            reconcile_lookback_secs: default_reconcile_lookback(),
         }
     }
 }
@@ -273,6 +283,12 @@ fn default_delivery_lease() -> u64 {
 }
 fn default_job_lease() -> u64 {
     300
+}
+fn default_upkeep_interval() -> u64 {
+    900
+}
+fn default_reconcile_lookback() -> u64 {
+    86_400
 }
 fn default_concurrency() -> usize {
     4
@@ -1019,8 +1035,22 @@ impl<'t> Analysis<'t> {
             .iter()
             .any(|u| settings_span.start <= u.start && u.end <= settings_span.end);
         if !has_unresolved {
-            let result = (descriptor.normalize_settings)(&entry.settings)
-                .and_then(|_| (descriptor.build)(&entry.settings).map(|_| ()));
+            let result = (descriptor.normalize_settings)(&entry.settings).and_then(|_| {
+                // The check builds the connector as `serve` does; an [instances.oauth]
+                // table gives it a token manager (over an empty in-memory store: nothing is
+                // called here).
+                let mut context = refsync_core::BuildContext::for_instance(&entry.name);
+                if let Some(oauth) = &entry.oauth {
+                    let manager = refsync_http::oauth::TokenManager::new(
+                        oauth.clone(),
+                        std::sync::Arc::new(refsync_http::oauth::MemoryTokenStore::default()),
+                        entry.name.clone(),
+                        refsync_http::oauth::token_http_client(std::time::Duration::from_secs(30))?,
+                    )?;
+                    context.insert(manager);
+                }
+                (descriptor.build)(&entry.settings, &context).map(|_| ())
+            });
             if let Err(e) = result {
                 let message = e.message().to_owned();
                 let span = settings_value

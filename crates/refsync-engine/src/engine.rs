@@ -20,14 +20,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use refsync_core::{
-    Connector, Error, ErrorKind, PushSpec, QualificationRule, ReferralKey, ReferralPlatform,
-    Registry, Result, WebhookRequest,
+    BuildContext, Connector, Error, ErrorKind, PushSpec, QualificationRule, ReferralKey,
+    ReferralPlatform, Registry, Result, WebhookRequest,
 };
 use refsync_http::RetryPolicy;
+use refsync_http::oauth::{TokenManager, token_http_client};
 
 use crate::config::{EngineConfig, InstanceEntry};
 use crate::metrics::Metrics;
 use crate::store::{Store, open_store};
+use crate::tokens::StoreTokenStore;
 
 /// A configured connector instance: its connector, rules, campaign and push spec.
 #[derive(Debug)]
@@ -51,7 +53,18 @@ impl Instance {
     /// # Errors
     /// [`ErrorKind::Config`] for an unknown connector, bad settings, rules or push spec.
     pub fn from_entry(entry: &InstanceEntry, registry: &Registry) -> Result<Instance> {
-        let connector = registry.build_connector(&entry.connector, &entry.settings)?;
+        Self::from_entry_with(entry, registry, &BuildContext::for_instance(&entry.name))
+    }
+
+    /// [`Instance::from_entry`] with what the host provides the connector (see
+    /// [`BuildContext`]); the engine adds the instance's OAuth2 token manager.
+    pub fn from_entry_with(
+        entry: &InstanceEntry,
+        registry: &Registry,
+        context: &BuildContext,
+    ) -> Result<Instance> {
+        let connector =
+            registry.build_connector_with(&entry.connector, &entry.settings, context)?;
         let config = entry.instance_config();
         let rules = config.build_rules()?;
         config.check_push(&connector.info())?;
@@ -115,10 +128,23 @@ impl Engine {
     /// Config errors (unknown connector or platform, bad settings, rules, push specs, duplicate
     /// instance names) and store errors.
     pub async fn new(config: EngineConfig, registry: &Registry) -> Result<Engine> {
+        let store = open_store(config.store.url.expose()).await?;
         let mut instances = Vec::new();
         for entry in &config.instances {
+            let mut context = BuildContext::for_instance(&entry.name);
+            if let Some(oauth) = &entry.oauth {
+                // Tokens stored by `refsync oauth authorize <name>`, refreshed single-flight.
+                let manager = TokenManager::new(
+                    oauth.clone(),
+                    Arc::new(StoreTokenStore::new(store.clone())),
+                    entry.name.clone(),
+                    token_http_client(std::time::Duration::from_secs(30))?,
+                )
+                .map_err(|e| prefix(&e, &format!("instance {:?}", entry.name)))?;
+                context.insert(manager);
+            }
             instances.push(
-                Instance::from_entry(entry, registry)
+                Instance::from_entry_with(entry, registry, &context)
                     .map_err(|e| prefix(&e, &format!("instance {:?}", entry.name)))?,
             );
         }
@@ -134,7 +160,6 @@ impl Engine {
             ))
         })?;
         let platform = (descriptor.build)(config.platform.settings()).await?;
-        let store = open_store(config.store.url.expose()).await?;
         Engine::with_parts(store, platform, instances, config)
     }
 

@@ -9,9 +9,11 @@ pub mod metrics;
 pub mod sender;
 pub mod store;
 pub mod tokens;
+pub mod upkeep;
 pub mod worker;
 
 pub use engine::{Engine, Instance, parse_referral_key};
 pub use ingress::{IngestOutcome, body_hash};
 pub use sender::PushRequest;
 pub use tokens::StoreTokenStore;
+pub use upkeep::ReconcileReport;

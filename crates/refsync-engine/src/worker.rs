@@ -1,7 +1,7 @@
 //! The delivery worker: parse → enrich → history → rules → jobs → timeline.
 
 use chrono::{DateTime, Utc};
-use refsync_core::rules::{decide, resolve_referral};
+use refsync_core::rules::{decide, derive_lead_conversion, resolve_referral};
 use refsync_core::{
     Change, CrmEvent, CrmObjectRef, ObjectKind, QualifyAction, ReferralHistory, Result,
 };
@@ -86,7 +86,15 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<std::result::Result<(), Failure>> {
         let request = Engine::request_from_stored(&d.headers, &d.body);
-        let events = match inst.connector.parse(&request) {
+        let reconciled = d.headers.get("origin").and_then(|o| o.as_str())
+            == Some(crate::upkeep::ORIGIN_RECONCILE);
+        let parsed = if reconciled {
+            serde_json::from_slice::<Vec<CrmEvent>>(&d.body)
+                .map_err(|e| refsync_core::Error::validation(format!("reconciled events: {e}")))
+        } else {
+            inst.connector.parse(&request)
+        };
+        let events = match parsed {
             Ok(events) => events,
             Err(e) => {
                 return Ok(Err(Failure::Dead(format!(
@@ -117,8 +125,12 @@ impl Engine {
                 }
             }
         }
-        for event in &enriched {
-            self.handle_event(inst, d, event, now).await?;
+        for event in enriched {
+            // A derived lead conversion is handled like an event of the same delivery.
+            let mut next = Some(event);
+            while let Some(event) = next.take() {
+                next = self.handle_event(inst, d, &event, now).await?;
+            }
         }
         Ok(Ok(()))
     }
@@ -129,7 +141,7 @@ impl Engine {
         d: &Delivery,
         event: &CrmEvent,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<Option<CrmEvent>> {
         let store = &self.inner.store;
         let object = CrmObject {
             instance: inst.name.clone(),
@@ -142,6 +154,20 @@ impl Engine {
         };
         if let Some(link) = store.link_by_object(&object).await? {
             history.referral = parse_referral_key(&link.referral_key);
+        } else {
+            // An object the engine has no link for belongs to the referral of a related object
+            // it knows (a deal created for a pushed person).
+            for related in &event.related {
+                let related = CrmObject {
+                    instance: inst.name.clone(),
+                    kind: related.kind.as_string(),
+                    id: related.id.clone(),
+                };
+                if let Some(link) = store.link_by_object(&related).await? {
+                    history.referral = parse_referral_key(&link.referral_key);
+                    break;
+                }
+            }
         }
         let referral = resolve_referral(event, &history, inst.campaign.as_deref());
         let key = referral.as_ref().map(|k| k.canonical());
@@ -207,6 +233,9 @@ impl Engine {
                     .await?;
             }
         }
+        let derived = key
+            .as_ref()
+            .and_then(|_| derive_lead_conversion(event, &history));
         let decisions = decide(&inst.rules, event, &history, inst.campaign.as_deref());
         for decision in decisions {
             let Some(call) = decision.call else {
@@ -276,7 +305,13 @@ impl Engine {
                 )
                 .await?;
         }
-        Ok(())
+        if let Some(derived) = &derived {
+            tracing::info!(
+                lead = %derived.object.id,
+                "lead conversion derived from a deleted lead and a created deal"
+            );
+        }
+        Ok(derived)
     }
 }
 

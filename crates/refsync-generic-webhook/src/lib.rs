@@ -59,7 +59,7 @@ impl GenericWebhook {
 pub fn register(registry: &mut Registry) {
     registry.register_connector(ConnectorDescriptor {
         info: INFO,
-        build: |settings| Ok(Arc::new(GenericWebhook::new(parse_settings(settings)?)?)),
+        build: |settings, _| Ok(Arc::new(GenericWebhook::new(parse_settings(settings)?)?)),
         normalize_settings: normalize_settings::<GenericWebhookConfig>,
     });
 }

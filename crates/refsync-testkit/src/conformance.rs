@@ -399,7 +399,7 @@ struct Ctx<H> {
 
 impl<H: Harness> Ctx<H> {
     fn build(&self, settings: &Value) -> Result<Arc<dyn Connector>, Failed> {
-        (self.descriptor.build)(settings).map_err(|e| {
+        (self.descriptor.build)(settings, &refsync_core::BuildContext::default()).map_err(|e| {
             fail(format!(
                 "building the connector from Harness::settings failed: {e}"
             ))
@@ -529,7 +529,7 @@ fn config_rejects_unknown<H: Harness>(ctx: &Ctx<H>) -> TestResult {
         return Err(fail("Harness::settings must return a JSON object"));
     };
     obj.insert(UNKNOWN_FIELD.into(), json!(true));
-    match (ctx.descriptor.build)(&settings) {
+    match (ctx.descriptor.build)(&settings, &refsync_core::BuildContext::default()) {
         Ok(_) => Err(fail(format!(
             "an unknown settings field ({UNKNOWN_FIELD}) was accepted; use #[serde(deny_unknown_fields)] so typos are caught"
         ))),
@@ -584,7 +584,7 @@ fn secrets_absent<H: Harness>(ctx: &Ctx<H>) -> TestResult {
         if let Some(obj) = bad.as_object_mut() {
             obj.insert(UNKNOWN_FIELD.into(), json!(1));
         }
-        if let Err(e) = (ctx.descriptor.build)(&bad) {
+        if let Err(e) = (ctx.descriptor.build)(&bad, &refsync_core::BuildContext::default()) {
             texts.push(("config error".into(), format!("{e} / {e:?}")));
         }
         if caps.webhooks {

@@ -79,7 +79,7 @@ pub struct FakeConnector {
 pub fn register(registry: &mut Registry) {
     registry.register_connector(ConnectorDescriptor {
         info: INFO,
-        build: |settings| Ok(Arc::new(FakeConnector::new(parse_settings(settings)?)?)),
+        build: |settings, _| Ok(Arc::new(FakeConnector::new(parse_settings(settings)?)?)),
         normalize_settings: normalize_settings::<FakeConfig>,
     });
 }
