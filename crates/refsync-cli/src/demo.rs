@@ -1,14 +1,15 @@
 //! `refsync demo`: the story of DESIGN.md ("Embedded defaults") end to end, over loopback HTTP.
 //!
-//! A SQLite store and a SQLite ledger in a temporary directory (or `--dir`); a simulated CRM (a
-//! testkit [`Simulator`]) that keeps the leads pushed to it and sends signed webhooks (Standard
-//! Webhooks) to the engine's `/hooks/crm`; the real engine serving HTTP with its workers. The
-//! CRM connector is `generic-webhook`: the Pipedrive connector arrives with its own issue.
+//! A SQLite store and a SQLite ledger in a temporary directory (or `--dir`); a simulated
+//! Pipedrive account (the testkit's [`PipedriveSim`]: persons, leads, deals, fields, webhooks)
+//! that the Pipedrive connector pushes to and that sends webhooks v2 with HTTP Basic auth to
+//! the engine's `/hooks/pipedrive`; the real engine serving HTTP with its workers. The story is
+//! the Referral Factory ↔ Pipedrive guide's: push as a lead, the lead converts into a deal, the
+//! deal reaches the stage, the deal is won — one qualification.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,7 +18,8 @@ use refsync::{RewardStatus, WebhookRequest};
 use refsync_engine::Engine;
 use refsync_engine::store::{DeliveryFilter, DeliveryStatus};
 use refsync_ledger::{Ledger, Metric, NewCampaign, NewRewardRule, Recipient, RewardQuery, Trigger};
-use refsync_testkit::sim::{RecordedRequest, SimResponse, Simulator, send_webhook};
+use refsync_testkit::pipedrive::{OutgoingWebhook, PipedriveSim, PipedriveSimOptions};
+use refsync_testkit::sim::send_webhook;
 use serde_json::{Value, json};
 
 /// `refsync demo`.
@@ -31,14 +33,17 @@ pub(crate) struct DemoArgs {
     dir: Option<PathBuf>,
 }
 
-/// The simulated CRM's Standard Webhooks signing secret (demo only).
-const SIGNING_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-/// The simulated CRM's API token (demo only).
-const CRM_TOKEN: &str = "demo-crm-token";
+/// The simulated Pipedrive's API token (demo only).
+const CRM_TOKEN: &str = "demo-pipedrive-api-token";
+/// The webhooks' HTTP Basic credentials (demo only).
+const HOOK_USER: &str = "refsync-demo";
+const HOOK_PASSWORD: &str = "demo-webhook-password-3f9a1c";
 /// The demo's admin token (demo only).
 const ADMIN_TOKEN: &str = "demo-admin-token";
-/// The CRM's "won" stage.
-const WON_STAGE: &str = "5";
+/// The instance name (`/hooks/pipedrive`).
+const INSTANCE: &str = "pipedrive";
+/// The stage the converted deal must reach (pipeline 1 "Sales", stage 3 "Demo scheduled").
+const STAGE: u64 = 3;
 
 type Failure = String;
 
@@ -90,33 +95,7 @@ pub(crate) fn run(args: &DemoArgs) -> ExitCode {
     }
 }
 
-/// The simulated CRM: leads (`POST /leads`, Bearer token) with their fields.
-#[derive(Default)]
-struct Crm {
-    leads: Mutex<Vec<Value>>,
-}
-
-impl Crm {
-    fn handle(&self, req: &RecordedRequest) -> SimResponse {
-        if req.header("authorization") != Some(&format!("Bearer {CRM_TOKEN}")) {
-            return SimResponse::json(401, &json!({"error": "missing or wrong token"}));
-        }
-        match (req.method.as_str(), req.path.as_str()) {
-            ("POST", "/leads") => {
-                let Some(body) = req.json() else {
-                    return SimResponse::json(400, &json!({"error": "body must be JSON"}));
-                };
-                let mut leads = self.leads.lock().unwrap_or_else(|e| e.into_inner());
-                let id = format!("lead-{}", leads.len() + 1);
-                leads.push(json!({"id": id, "fields": body["fields"]}));
-                SimResponse::json(201, &json!({"id": id}))
-            }
-            _ => SimResponse::json(404, &json!({"error": "no such route"})),
-        }
-    }
-}
-
-fn config_text(dir: &Path, crm: &str, campaign: i64) -> String {
+fn config_text(dir: &Path, crm: &str, company: u64, campaign: i64) -> String {
     let store = dir.join("refsync.db");
     let ledger = dir.join("ledger.db");
     format!(
@@ -135,41 +114,40 @@ link_base_url = "https://example.com/r"
 [worker]
 backoff_base_secs = 1
 backoff_max_secs = 5
+# The demo subscribes once, below; `refsync serve` re-checks subscriptions and reconciles
+# every upkeep_interval_secs (default 900).
+upkeep_interval_secs = 0
 
 [[instances]]
-name = "crm"
-connector = "generic-webhook"
+name = "{INSTANCE}"
+connector = "pipedrive"
 campaign = "{campaign}"
 
-[instances.settings.auth]
-type = "standard_webhooks"
-secret = "{SIGNING_SECRET}"
-
-[instances.settings.events]
-delivery_id = "/id"
-object_kind = "/object"
-object_id = "/data/id"
-change = "/event"
-change_types = {{ "lead.converted" = "lead_converted", "deal.stage_changed" = "stage_changed", "deal.won" = "status_changed" }}
-stage = "/data/stage_id"
-status = "/data/status"
-converted_deal_id = "/data/deal_id"
-referral_code = "/data/referral_code"
-email = "/data/email"
-
-[instances.settings.push]
-url = "{crm}/leads"
-headers = {{ "Authorization" = "Bearer {CRM_TOKEN}" }}
-response_id = "/id"
+[instances.settings]
+base_url = "{crm}"
+auth = {{ type = "api_token", token = "{CRM_TOKEN}" }}
+webhook_user = "{HOOK_USER}"
+webhook_password = "{HOOK_PASSWORD}"
+company_id = "{company}"
+referral_code_field = "Referral Code"
 
 [instances.push]
 object = "lead"
 
 [instances.push.fields]
+first_name = "{{First Name}}"
 email = "{{Email}}"
-referral_code = "{{Referral Code}}"
-name = "{{First Name}}"
-note = "Referred by {{Referrer First Name}} <{{Referrer Email}}>"
+title = "{{First Name}}, referred by {{Referrer First Name}}"
+"Referral Code" = "{{Referral Code}}"
+"Referrer Email" = "{{Referrer Email}}"
+"Referrer First Name" = "{{Referrer First Name}}"
+"Referral Link" = "{{Referral Link}}"
+
+# The guide's option 2 (converted and at stage {STAGE}), and option 4 (won) as a second rule:
+# both fire in this story, the referral is qualified once.
+[[instances.rules]]
+rule = "lead_converted_at_stage"
+stage = "{STAGE}"
 
 [[instances.rules]]
 rule = "deal_won"
@@ -212,34 +190,29 @@ async fn http(
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
-/// The CRM sends a signed webhook (Standard Webhooks) to the engine.
-async fn crm_webhook(hook_url: &str, id: &str, body: &Value) -> Result<String, Failure> {
-    let body = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let ts = Utc::now().timestamp();
-    let sig = refsync_http::signature::standard_webhooks::sign(SIGNING_SECRET, id, ts, &body)
-        .map_err(|e| e.to_string())?;
-    let (status, answer) = http(
-        hook_url,
-        "POST",
-        vec![
-            ("Content-Type".into(), "application/json".into()),
-            ("webhook-id".into(), id.into()),
-            ("webhook-timestamp".into(), ts.to_string()),
-            ("webhook-signature".into(), sig),
-        ],
-        body,
-    )
-    .await?;
-    if status != 200 {
-        return Err(format!(
-            "the engine answered {status} to webhook {id}: {answer}"
+/// Pipedrive's deliveries (HTTP Basic auth, webhooks v2) sent to the engine; one line each.
+async fn pipedrive_webhooks(hooks: &[OutgoingWebhook]) -> Result<Vec<String>, Failure> {
+    let mut lines = Vec::new();
+    for hook in hooks {
+        let (status, body) = send_webhook(&hook.url, &hook.request)
+            .await
+            .map_err(|e| format!("POST {}: {e}", hook.url))?;
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(format!(
+                "the engine answered {status} to a Pipedrive webhook: {answer}"
+            ));
+        }
+        lines.push(format!(
+            "{}.{} {} → {} (delivery {})",
+            hook.body["meta"]["action"].as_str().unwrap_or("?"),
+            hook.body["meta"]["entity"].as_str().unwrap_or("?"),
+            hook.body["meta"]["entity_id"].as_str().unwrap_or("?"),
+            answer["status"].as_str().unwrap_or("?"),
+            answer["delivery"]
         ));
     }
-    Ok(format!(
-        "{} (delivery {})",
-        answer["status"].as_str().unwrap_or("?"),
-        answer["delivery"]
-    ))
+    Ok(lines)
 }
 
 async fn wait_processed(engine: &Engine, what: &str) -> Result<(), Failure> {
@@ -267,16 +240,13 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
         .with_link_base_url(Some("https://example.com/r".into()));
     info(format!("ledger: {ledger_url}"));
 
-    let crm_state = Arc::new(Crm::default());
-    let crm = {
-        let s = crm_state.clone();
-        Simulator::start(move |req: &RecordedRequest| s.handle(req))
-            .await
-            .map_err(|e| format!("simulated CRM: {e}"))?
-    };
+    let crm = PipedriveSim::start(PipedriveSimOptions::new(CRM_TOKEN))
+        .await
+        .map_err(|e| format!("simulated Pipedrive: {e}"))?;
     info(format!(
-        "simulated CRM on {} (connector generic-webhook; the Pipedrive connector arrives with its own issue)",
-        crm.base_url()
+        "simulated Pipedrive on {} (company {}, deal field \"Referral Code\")",
+        crm.base_url(),
+        crm.options().company_id
     ));
 
     step("a campaign and its reward rule are created");
@@ -306,7 +276,7 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
     ));
 
     // The engine, from a real refsync.toml.
-    let text = config_text(dir, &crm.base_url(), campaign.id);
+    let text = config_text(dir, &crm.base_url(), crm.options().company_id, campaign.id);
     let config_path = dir.join("refsync.toml");
     std::fs::write(&config_path, &text).map_err(|e| e.to_string())?;
     let registry = refsync::default_registry();
@@ -339,10 +309,20 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
         .await
         .map_err(|_| "the engine did not start".to_owned())?;
     let base = format!("http://{addr}");
-    let hook_url = format!("{base}/hooks/crm");
+    let hook_url = format!("{base}/hooks/{INSTANCE}");
     step(format!(
         "refsync serves on {base} (config {})",
         config_path.display()
+    ));
+
+    step("refsync creates its Pipedrive webhooks (version 2.0, HTTP Basic auth)");
+    let ids = engine
+        .ensure_subscriptions(INSTANCE, Some(&hook_url))
+        .await
+        .map_err(|e| e.to_string())?;
+    info(format!(
+        "webhooks {} for deal, lead and person → {hook_url}",
+        ids.join(", ")
     ));
 
     let result = async {
@@ -378,7 +358,7 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
         ));
         let key = ReferralKey::Code { code: bob.code.clone() }.canonical();
 
-        step("Bob is pushed to the CRM: POST /referrals");
+        step("Bob is pushed to Pipedrive: POST /referrals");
         let user = ReferredUser {
             id: Some(bob.id.to_string()),
             first_name: bob.first_name.clone(),
@@ -400,7 +380,7 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
             coupon: bob.coupon.clone(),
             meta: Default::default(),
         };
-        let body = serde_json::to_vec(&json!({"instance": "crm", "user": user}))
+        let body = serde_json::to_vec(&json!({"instance": INSTANCE, "user": user}))
             .map_err(|e| e.to_string())?;
         let (status, answer) = http(
             &format!("{base}/referrals"),
@@ -422,37 +402,47 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
         })
         .await?;
         let lead_id = lead.object.id.clone();
+        let person = crm.persons_with_email(&bob.email);
         info(format!(
-            "the CRM created lead {lead_id}; linked {key} <-> crm lead {lead_id}"
+            "Pipedrive has person {} and lead {lead_id} (\"{}\", Referral Code {}); linked {key} <-> lead {lead_id}",
+            person.first().map_or_else(String::new, |p| p["id"].to_string()),
+            crm.state()["leads"][0]["title"].as_str().unwrap_or("?"),
+            crm.state()["leads"][0][refsync_testkit::pipedrive::REFERRAL_CODE_KEY]
+                .as_str()
+                .unwrap_or("?"),
+        ));
+        for line in pipedrive_webhooks(&crm.take_outbox()).await? {
+            info(format!("webhook {line}"));
+        }
+        wait_processed(&engine, "the creation webhooks").await?;
+
+        step("a salesperson converts the lead into a deal (Pipedrive deletes the lead and creates the deal)");
+        let deal_id = crm.convert_lead(&lead_id, None)?;
+        for line in pipedrive_webhooks(&crm.take_outbox()).await? {
+            info(format!("webhook {line}"));
+        }
+        wait_processed(&engine, "the conversion webhooks").await?;
+        info(format!(
+            "deal {deal_id} carries the referral code: refsync sees lead {lead_id} converted into deal {deal_id}"
         ));
 
-        step("the lead converts into a deal (webhook lead.converted: the deal is linked to the referral through the lead)");
-        let deal_id = "deal-1";
-        let converted = json!({
-            "id": "evt-1", "event": "lead.converted", "object": "lead",
-            "data": {"id": lead_id, "deal_id": deal_id, "email": bob.email}
-        });
-        info(format!("engine: {}", crm_webhook(&hook_url, "evt-1", &converted).await?));
-        wait_processed(&engine, "the lead.converted webhook").await?;
+        step(format!("the deal moves to stage {STAGE} (option 2: converted and at stage {STAGE} qualifies)"));
+        crm.move_deal(deal_id, STAGE)?;
+        for line in pipedrive_webhooks(&crm.take_outbox()).await? {
+            info(format!("webhook {line}"));
+        }
+        wait_processed(&engine, "the stage webhook").await?;
 
-        step("the deal moves to stage 3 (webhook deal.stage_changed)");
-        let stage = json!({
-            "id": "evt-2", "event": "deal.stage_changed", "object": "deal",
-            "data": {"id": deal_id, "stage_id": "3", "status": "open", "email": bob.email}
-        });
-        info(format!("engine: {}", crm_webhook(&hook_url, "evt-2", &stage).await?));
-        wait_processed(&engine, "the deal.stage_changed webhook").await?;
-
-        step("the deal is won (webhook deal.won), and the CRM redelivers it");
-        let won = json!({
-            "id": "evt-3", "event": "deal.won", "object": "deal",
-            "data": {"id": deal_id, "stage_id": WON_STAGE, "status": "won", "email": bob.email}
-        });
-        info(format!("engine: {}", crm_webhook(&hook_url, "evt-3", &won).await?));
-        info(format!(
-            "engine (redelivery): {}",
-            crm_webhook(&hook_url, "evt-3", &won).await?
-        ));
+        step("the deal is won, and Pipedrive redelivers the webhook");
+        crm.set_deal_status(deal_id, "won")?;
+        let won = crm.take_outbox();
+        for line in pipedrive_webhooks(&won).await? {
+            info(format!("webhook {line}"));
+        }
+        for line in pipedrive_webhooks(&won).await? {
+            info(format!("redelivery {line}"));
+        }
+        wait_processed(&engine, "the won webhook").await?;
         let qualified = wait_for("the qualification", || async {
             let u = ledger.user_by_id(bob.id).await.ok()??;
             u.qualified_at
@@ -519,9 +509,9 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
         for line in users.lines() {
             println!("    {line}");
         }
-        let leads = crm_state.leads.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let deals = crm.state()["deals"].as_array().map_or(0, Vec::len);
         step(format!(
-            "done: 1 lead in the CRM ({leads} stored), {} qualification, {} reward due",
+            "done: 1 lead converted into {deals} deal in Pipedrive, {} qualification, {} reward due",
             qualifications.len(),
             due.items.len()
         ));
@@ -532,13 +522,18 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
     if result.is_ok() && keep_running {
         println!();
         println!("refsync keeps serving (Ctrl-C to stop):");
-        println!("  webhooks       POST {hook_url}  (Standard Webhooks, demo secret)");
+        println!(
+            "  webhooks       POST {hook_url}  (HTTP Basic {HOOK_USER}:{HOOK_PASSWORD}, demo only)"
+        );
         println!("  referrals      POST {base}/referrals  (X-Refsync-Token: {ADMIN_TOKEN})");
         println!(
             "  admin API      GET  {base}/admin/deliveries  (Authorization: Bearer {ADMIN_TOKEN})"
         );
         println!("  metrics        GET  {base}/metrics");
-        println!("  simulated CRM  {}", crm.base_url());
+        println!(
+            "  simulated Pipedrive  {}  (x-api-token: {CRM_TOKEN})",
+            crm.base_url()
+        );
         let _ = std::io::stdout().flush();
         crate::serve::shutdown_signal().await;
     }
@@ -548,7 +543,7 @@ async fn story(dir: &Path, keep_running: bool) -> Result<(), Failure> {
         Ok(Err(e)) => return Err(e.to_string()),
         Err(e) => return Err(e.to_string()),
     }
-    crm.shutdown().await;
+    drop(crm);
     ledger.close().await;
     result
 }

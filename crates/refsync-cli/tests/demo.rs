@@ -15,12 +15,14 @@ fn the_demo_runs_the_story_end_to_end_and_qualifies_once() {
     for want in [
         "a referrer joins",
         "she invites a friend",
-        "the CRM created lead lead-1",
-        "engine (redelivery): duplicate",
+        "refsync creates its Pipedrive webhooks",
+        "webhook create.lead",
+        "webhook create.deal",
+        "webhook delete.lead",
+        "redelivery change.deal 1 → duplicate",
         "(1 qualification)",
-        "1 qualification, 1 reward due",
+        "1 lead converted into 1 deal in Pipedrive, 1 qualification, 1 reward due",
         "reward 1 due: amount 5000",
-        "Pipedrive connector arrives with its own issue",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
@@ -30,7 +32,9 @@ fn the_demo_runs_the_story_end_to_end_and_qualifies_once() {
         "pushed",
         "lead_converted",
         "stage_changed",
+        "rule lead_converted_at_stage(stage=3) fired",
         "rule deal_won fired",
+        "not sent again",
         "qualified on ledger",
     ] {
         assert!(stdout.contains(kind), "timeline lacks {kind:?}:\n{stdout}");

@@ -4,5 +4,6 @@
 pub mod conformance;
 pub mod fake;
 pub mod openapi;
+pub mod pipedrive;
 pub mod services;
 pub mod sim;

@@ -2,10 +2,14 @@
 
 #[cfg(feature = "generic-webhook")]
 pub use refsync_generic_webhook as generic_webhook;
+#[cfg(feature = "pipedrive")]
+pub use refsync_pipedrive as pipedrive;
 
 /// Registers every connector compiled into this build (one cargo feature each).
 pub fn install_default_connectors(registry: &mut refsync_core::Registry) {
     #[cfg(feature = "generic-webhook")]
     refsync_generic_webhook::register(registry);
+    #[cfg(feature = "pipedrive")]
+    refsync_pipedrive::register(registry);
     let _ = registry;
 }
