@@ -306,8 +306,11 @@ impl Connector for PipedriveConnector {
     /// its label (resolved on first use) by reading the object; deleted objects stay as they
     /// are.
     async fn enrich(&self, mut event: CrmEvent) -> Result<CrmEvent> {
+        // Once the label is resolved, `parse` reads the field itself: an event without a code
+        // then has none, and is not worth an API call.
         if event.referral_code.is_some()
             || self.config.referral_code_key().is_some()
+            || self.client.resolved_referral_code_key().is_some()
             || matches!(event.change, Change::Deleted)
         {
             return Ok(event);
