@@ -448,7 +448,7 @@ fn deleted(entity: &str, last: Option<&Object>) -> Vec<Change> {
 
 /// The referral code: v2 `custom_fields[key]` (`{"type", "value"}` or a plain value), or v1's
 /// root key. Null, empty and non-scalar values are no code.
-fn referral_code(state: &Object, key: &str) -> Option<String> {
+pub(crate) fn referral_code(state: &Object, key: &str) -> Option<String> {
     let from_custom = state
         .get("custom_fields")
         .and_then(Value::as_object)
@@ -539,7 +539,7 @@ fn non_empty_str(v: Option<&Value>) -> Option<&str> {
 
 /// An id as a string: strings trimmed (empty → none), numbers printed (integral ones without
 /// decimals). Anything else is no id.
-fn id_string(v: &Value) -> Option<String> {
+pub(crate) fn id_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.trim().to_owned()).filter(|s| !s.is_empty()),
         Value::Number(n) => {
@@ -573,7 +573,7 @@ fn scalar(v: &Value) -> Option<String> {
 
 /// A timestamp: an RFC 3339 string (v2), `YYYY-MM-DD HH:MM:SS` in UTC (v1 objects), or a
 /// number (or digit string) of seconds, milliseconds (> 10^12) or microseconds (> 10^15).
-fn time(v: &Value) -> Option<DateTime<Utc>> {
+pub(crate) fn time(v: &Value) -> Option<DateTime<Utc>> {
     match v {
         Value::String(s) => {
             let s = s.trim();

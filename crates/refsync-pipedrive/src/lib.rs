@@ -324,16 +324,16 @@ impl Connector for PipedriveConnector {
             return Ok(event);
         };
         let code = match event.object.kind {
-            ObjectKind::Deal => self.client.get_deal(&event.object.id).await?.and_then(|d| {
-                state::custom_value(d.pointer("/custom_fields").and_then(|c| c.get(&key)))
-            }),
-            ObjectKind::Lead => self
-                .client
-                .get_lead(&event.object.id)
-                .await?
-                .and_then(|l| state::custom_value(l.get(&key))),
+            ObjectKind::Deal => self.client.get_deal(&event.object.id).await?,
+            ObjectKind::Lead => self.client.get_lead(&event.object.id).await?,
             _ => None,
-        };
+        }
+        .and_then(|object| {
+            // v2 deals nest custom fields, v1 leads keep them at the root: both are read.
+            object
+                .as_object()
+                .and_then(|o| events::referral_code(o, &key))
+        });
         event.referral_code = code;
         Ok(event)
     }

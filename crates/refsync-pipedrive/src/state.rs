@@ -5,40 +5,10 @@ use refsync_core::{Change, CrmEvent, EventObject, ObjectKind};
 use serde_json::Value;
 
 use crate::NAME;
-
-/// The text of a custom field value: v2 webhooks wrap it (`{"type", "value"}`), the API gives
-/// it plain; numbers are printed; empty and `null` are `None`.
-pub(crate) fn custom_value(v: Option<&Value>) -> Option<String> {
-    let v = match v? {
-        Value::Object(o) => o.get("value")?,
-        other => other,
-    };
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
+use crate::events::{id_string, referral_code, time};
 
 fn id_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Object(o) => id_text(o.get("value")),
-        _ => None,
-    }
-}
-
-fn time(v: Option<&Value>) -> Option<DateTime<Utc>> {
-    let s = v?.as_str()?;
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-        .or_else(|| {
-            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
-                .ok()
-                .map(|t| t.and_utc())
-        })
+    v.and_then(id_string)
 }
 
 /// A deal's current state as events: `created` when it was added at or after `since`, its
@@ -53,21 +23,17 @@ pub(crate) fn deal_state_events(
     let Some(id) = id_text(deal.get("id")) else {
         return Vec::new();
     };
-    let updated = time(deal.get("update_time"));
-    let added = time(deal.get("add_time"));
+    let updated = deal.get("update_time").and_then(time);
+    let added = deal.get("add_time").and_then(time);
     let delivery = format!(
         "reconcile:{id}:{}",
         deal.get("update_time")
             .and_then(Value::as_str)
             .unwrap_or("unknown")
     );
-    let code = referral_code_key.and_then(|k| {
-        custom_value(
-            deal.get("custom_fields")
-                .and_then(|c| c.get(k))
-                .or_else(|| deal.get(k)),
-        )
-    });
+    let code = referral_code_key
+        .zip(deal.as_object())
+        .and_then(|(k, d)| referral_code(d, k));
     let mut related = Vec::new();
     if let Some(p) = id_text(deal.get("person_id")) {
         related.push(EventObject {
@@ -140,18 +106,5 @@ mod tests {
         );
         // no id, no events
         assert!(deal_state_events(&json!({"stage_id": 1}), None, since).is_empty());
-    }
-
-    #[test]
-    fn custom_values_in_both_shapes() {
-        assert_eq!(
-            custom_value(Some(&json!({"type":"varchar","value":"X"}))),
-            Some("X".into())
-        );
-        assert_eq!(custom_value(Some(&json!("Y"))), Some("Y".into()));
-        assert_eq!(custom_value(Some(&json!(12))), Some("12".into()));
-        assert_eq!(custom_value(Some(&json!(null))), None);
-        assert_eq!(custom_value(Some(&json!(""))), None);
-        assert_eq!(custom_value(None), None);
     }
 }
