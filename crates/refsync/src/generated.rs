@@ -4,6 +4,8 @@
 pub use refsync_generic_webhook as generic_webhook;
 #[cfg(feature = "pipedrive")]
 pub use refsync_pipedrive as pipedrive;
+#[cfg(feature = "woocommerce")]
+pub use refsync_woocommerce as woocommerce;
 
 /// Registers every connector compiled into this build (one cargo feature each).
 pub fn install_default_connectors(registry: &mut refsync_core::Registry) {
@@ -11,5 +13,7 @@ pub fn install_default_connectors(registry: &mut refsync_core::Registry) {
     refsync_generic_webhook::register(registry);
     #[cfg(feature = "pipedrive")]
     refsync_pipedrive::register(registry);
+    #[cfg(feature = "woocommerce")]
+    refsync_woocommerce::register(registry);
     let _ = registry;
 }
