@@ -47,9 +47,23 @@ pub enum Auth {
         /// The parameter value.
         value: Secret,
     },
+    /// Several query parameters, e.g. WooCommerce's `consumer_key` and `consumer_secret` for
+    /// servers that drop the `Authorization` header.
+    QueryPairs(Vec<(String, Secret)>),
     /// A bearer token from an OAuth2 [`TokenManager`] (refreshed ahead of expiry, and once on
     /// HTTP 401).
     OAuth2(TokenManager),
+    /// One-legged OAuth 1.0a ([`crate::oauth1`]): every attempt is signed afresh (new nonce and
+    /// timestamp) over the method, the URL and its query; the `oauth_*` parameters go in the
+    /// query. WooCommerce requires it of stores served over plain HTTP.
+    OAuth1 {
+        /// The consumer key.
+        consumer_key: Secret,
+        /// The consumer secret.
+        consumer_secret: Secret,
+        /// The HMAC to sign with.
+        method: crate::oauth1::SignatureMethod,
+    },
 }
 
 impl fmt::Debug for Auth {
@@ -73,7 +87,21 @@ impl fmt::Debug for Auth {
                 .field("name", name)
                 .field("value", &R)
                 .finish(),
+            Auth::QueryPairs(pairs) => f
+                .debug_struct("QueryPairs")
+                .field(
+                    "names",
+                    &pairs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                )
+                .field("values", &R)
+                .finish(),
             Auth::OAuth2(tm) => f.debug_tuple("OAuth2").field(tm).finish(),
+            Auth::OAuth1 { method, .. } => f
+                .debug_struct("OAuth1")
+                .field("consumer_key", &R)
+                .field("consumer_secret", &R)
+                .field("method", method)
+                .finish(),
         }
     }
 }
@@ -98,10 +126,26 @@ impl Auth {
                 out.push(value.expose().to_owned());
                 out.push(url::form_urlencoded::byte_serialize(value.expose().as_bytes()).collect());
             }
+            Auth::QueryPairs(pairs) => {
+                for (_, value) in pairs {
+                    out.push(value.expose().to_owned());
+                    out.push(
+                        url::form_urlencoded::byte_serialize(value.expose().as_bytes()).collect(),
+                    );
+                }
+            }
             Auth::OAuth2(_) => {
                 if let Some(token) = oauth_sent {
                     out.push(token.expose().to_owned());
                 }
+            }
+            Auth::OAuth1 {
+                consumer_key,
+                consumer_secret,
+                ..
+            } => {
+                out.push(consumer_key.expose().to_owned());
+                out.push(consumer_secret.expose().to_owned());
             }
         }
         // Very short values would garble messages and are not meaningful secrets.
@@ -660,6 +704,42 @@ impl HttpClient {
             Auth::Query { name, value } => {
                 url.query_pairs_mut().append_pair(name, value.expose());
             }
+            Auth::QueryPairs(pairs) => {
+                let mut q = url.query_pairs_mut();
+                for (name, value) in pairs {
+                    q.append_pair(name, value.expose());
+                }
+            }
+            Auth::OAuth1 {
+                consumer_key,
+                consumer_secret,
+                method,
+            } => {
+                let query: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                let mut base = url.clone();
+                base.set_query(None);
+                base.set_fragment(None);
+                let consumer = crate::oauth1::Consumer {
+                    key: consumer_key.expose(),
+                    secret: consumer_secret.expose(),
+                    method: *method,
+                };
+                let oauth = crate::oauth1::sign(
+                    req.method.as_str(),
+                    base.as_str(),
+                    &query,
+                    &consumer,
+                    &crate::oauth1::nonce(),
+                    chrono::Utc::now().timestamp(),
+                );
+                let mut q = url.query_pairs_mut();
+                for (name, value) in &oauth {
+                    q.append_pair(name, value);
+                }
+            }
             Auth::OAuth2(tm) => {
                 let token = tm.access_token().await.map_err(ctx)?;
                 auth_header = Some(bearer(&token).map_err(ctx)?);
@@ -1022,6 +1102,15 @@ mod tests {
             Auth::Query {
                 name: "api_token".into(),
                 value: Secret::new("s3cr3t-query"),
+            },
+            Auth::QueryPairs(vec![
+                ("consumer_key".into(), Secret::new("ck_s3cr3t")),
+                ("consumer_secret".into(), Secret::new("cs_s3cr3t")),
+            ]),
+            Auth::OAuth1 {
+                consumer_key: Secret::new("ck_s3cr3t"),
+                consumer_secret: Secret::new("cs_s3cr3t"),
+                method: crate::oauth1::SignatureMethod::HmacSha256,
             },
         ];
         for auth in auths {

@@ -4,6 +4,7 @@
 pub mod backoff;
 pub mod client;
 pub mod oauth;
+pub mod oauth1;
 pub mod ratelimit;
 pub mod signature;
 pub mod status;

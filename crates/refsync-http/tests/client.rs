@@ -307,6 +307,15 @@ async fn unauthorized_errors_never_contain_the_secret() {
             name: "api_token".into(),
             value: Secret::new(SECRET),
         },
+        Auth::QueryPairs(vec![
+            ("consumer_key".into(), Secret::new("ck_public_part")),
+            ("consumer_secret".into(), Secret::new(SECRET)),
+        ]),
+        Auth::OAuth1 {
+            consumer_key: Secret::new("ck_public_part"),
+            consumer_secret: Secret::new(SECRET),
+            method: refsync_http::oauth1::SignatureMethod::HmacSha256,
+        },
     ];
     for auth in auths {
         let c = HttpClient::builder("acme")
