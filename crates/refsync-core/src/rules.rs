@@ -571,7 +571,8 @@ impl RuleSpec {
 }
 
 /// Which referral an event concerns: the linked referral, else the event's referral code, else
-/// its coupon, else its email within `campaign`.
+/// its coupon (the coupon used, or a coupon among its `related` objects), else its email within
+/// `campaign`.
 pub fn resolve_referral(
     event: &CrmEvent,
     history: &ReferralHistory,
@@ -592,6 +593,17 @@ pub fn resolve_referral(
     if let Change::CouponUsed { code, .. } = &event.change {
         return Some(ReferralKey::Coupon {
             coupon: code.clone(),
+        });
+    }
+    // An order paid with a referral's coupon belongs to that referral (a refund of it can
+    // unqualify it even where no link was recorded, e.g. a coupon from the platform's pool).
+    if let Some(coupon) = event
+        .related
+        .iter()
+        .find(|o| o.kind == ObjectKind::Coupon && !o.id.trim().is_empty())
+    {
+        return Some(ReferralKey::Coupon {
+            coupon: coupon.id.clone(),
         });
     }
     match (

@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 use refsync_core::rules::decide;
 use refsync_core::{
-    Change, CrmEvent, ObjectKind, QualifyAction, ReferralHistory, ReferralKey, RuleSpec, Verdict,
+    Change, CrmEvent, EventObject, ObjectKind, QualifyAction, ReferralHistory, ReferralKey,
+    RuleSpec, Verdict,
 };
 
 fn deal_stage(id: &str, to: &str) -> CrmEvent {
@@ -220,6 +221,48 @@ fn unqualify_on_refund() {
     ));
     let d = decide(&[r], &ev, &linked(), None);
     assert_eq!(d[0].call.as_ref().unwrap().action, QualifyAction::Unqualify);
+}
+
+#[test]
+fn a_refunded_order_belongs_to_the_referral_of_its_coupon() {
+    let r = rule(r#"{"rule":"unqualify_on_status","statuses":["refunded"]}"#);
+    let mut ev = CrmEvent::new(
+        "t",
+        ObjectKind::Order,
+        "5",
+        Change::StatusChanged {
+            from: None,
+            to: "refunded".into(),
+        },
+    );
+    // Nothing links the order, and it carries no code or email: no referral.
+    let d = decide(
+        std::slice::from_ref(&r),
+        &ev,
+        &ReferralHistory::default(),
+        None,
+    );
+    assert!(d[0].call.is_none(), "{d:?}");
+    // Its related coupon names the referral.
+    ev.related = vec![
+        EventObject {
+            kind: ObjectKind::Contact,
+            id: "9".into(),
+        },
+        EventObject {
+            kind: ObjectKind::Coupon,
+            id: "friend-1".into(),
+        },
+    ];
+    let d = decide(&[r], &ev, &ReferralHistory::default(), None);
+    let call = d[0].call.as_ref().expect("a call");
+    assert_eq!(call.action, QualifyAction::Unqualify);
+    assert_eq!(
+        call.referral,
+        ReferralKey::Coupon {
+            coupon: "friend-1".into()
+        }
+    );
 }
 
 #[test]
