@@ -58,6 +58,13 @@ pub trait Harness: Send + Sync + 'static {
     fn rules(&self) -> Vec<RuleSpec> {
         Vec::new()
     }
+    /// `Some(reason)` when the vendor keeps one record per email (a WooCommerce customer), so
+    /// `always_create` cannot make a second one: the suite then checks that a second push of
+    /// the same person is refused with a conflict that names the other policies, and that
+    /// nothing was duplicated.
+    fn one_record_per_email(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Runs the conformance suite for `$harness` on `tests/fixtures` of the calling crate.
@@ -1156,6 +1163,19 @@ fn push_duplicate<H: Harness>(ctx: &Ctx<H>, policy: DuplicatePolicy) -> TestResu
         }
         let mut again = user.clone();
         again.first_name = "Adeline".into();
+        if policy == DuplicatePolicy::AlwaysCreate
+            && let Some(reason) = ctx.harness.one_record_per_email()
+        {
+            return match env.conn.push_referral(&again, &spec).await {
+                Ok(o) => Err(fail(format!("{reason}: a second always_create push must be refused, it gave {o:?}"))),
+                Err(e) if *e.kind() != ErrorKind::Conflict => Err(fail(format!("{reason}: expected a conflict, got {e}"))),
+                Err(e) if !e.message().contains("update_existing") => Err(fail(format!("the refusal should name the policies that work: {e}"))),
+                Err(_) => {
+                    let records = ctx.harness.records(&env.sim, &user.email).await.map_err(fail)?;
+                    if records.len() == 1 { pass() } else { Err(fail(format!("expected the one record, got {records:?}"))) }
+                }
+            };
+        }
         let second = env.conn.push_referral(&again, &spec).await.map_err(|e| fail(format!("second push: {e}")))?;
         check_links(&second)?;
         let records = ctx.harness.records(&env.sim, &user.email).await.map_err(fail)?;

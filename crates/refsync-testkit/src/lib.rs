@@ -7,3 +7,4 @@ pub mod openapi;
 pub mod pipedrive;
 pub mod services;
 pub mod sim;
+pub mod woocommerce;
