@@ -17,7 +17,7 @@ fn example_config() -> InstanceConfig {
 fn default_registry_has_every_facade_connector() {
     let registry = refsync::default_registry();
     let names: Vec<&str> = registry.connectors().map(|c| c.info.name).collect();
-    assert_eq!(names, ["generic-webhook", "pipedrive"]);
+    assert_eq!(names, ["generic-webhook", "pipedrive", "woocommerce"]);
     let platforms: Vec<&str> = registry.platforms().map(|p| p.name).collect();
     assert_eq!(platforms, ["ledger", "referral-factory"]);
 }

@@ -314,3 +314,83 @@ fn inspect_turns_real_pipedrive_deliveries_into_events_and_verdicts() {
         "{err}"
     );
 }
+
+/// The webhook secret of examples/woocommerce/instance.toml.
+const WOOCOMMERCE_SECRET: &str = "change-me-to-a-long-random-webhook-secret";
+
+fn woocommerce_fixture(name: &str) -> std::path::PathBuf {
+    root()
+        .join("crates/refsync-woocommerce/tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn inspect_turns_real_woocommerce_orders_into_coupon_events() {
+    let config = root()
+        .join("examples/woocommerce/instance.toml")
+        .display()
+        .to_string();
+    let inspect = |fixture: &str, signature: Option<String>| {
+        let path = woocommerce_fixture(fixture);
+        let mut args = vec![
+            "inspect".to_owned(),
+            "--connector".into(),
+            "woocommerce".into(),
+            "--config".into(),
+            config.clone(),
+            "-H".into(),
+            "X-WC-Webhook-Topic: order.updated".into(),
+        ];
+        if let Some(s) = signature {
+            args.push("-H".into());
+            args.push(format!("X-WC-Webhook-Signature: {s}"));
+        }
+        args.push(path.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refsync(&args)
+    };
+    let sign = |fixture: &str| {
+        let body = std::fs::read(woocommerce_fixture(fixture)).unwrap();
+        refsync_http::signature::hmac_sha256_base64(WOOCOMMERCE_SECRET.as_bytes(), &body)
+    };
+    // The official "Retrieve an order" example (the body of an order.updated webhook): a
+    // processing order without coupons is reported as paid.
+    let fixture = "order-retrieve-docs-v3.json";
+    let out = inspect(fixture, Some(sign(fixture)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["events"][0]["change"]["type"], "status_changed");
+    assert_eq!(v["events"][0]["change"]["to"], "paid");
+    assert_eq!(v["events"][0]["delivery_id"], "order:727:processing:");
+    // An order paid with a coupon: its use qualifies (the referral found by the coupon).
+    let fixture = "synthetic-order-updated-processing-with-coupon.json";
+    let out = inspect(fixture, Some(sign(fixture)));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["events"][0]["change"]["type"], "coupon_used");
+    assert_eq!(v["events"][0]["change"]["code"], "ada-42");
+    assert_eq!(
+        v["verdicts"][0]["decisions"][0]["verdict"], "qualify",
+        "{v}"
+    );
+    // Unsigned, or signed with another secret: rejected, exit 1, no secret in the reason.
+    for signature in [None, Some("bm90IHRoZSBzaWduYXR1cmU=".to_owned())] {
+        let out = inspect(fixture, signature);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("X-WC-Webhook-Signature") || err.contains("signature mismatch"),
+            "{err}"
+        );
+        assert!(!err.contains(WOOCOMMERCE_SECRET), "{err}");
+    }
+}

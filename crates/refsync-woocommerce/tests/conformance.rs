@@ -2,19 +2,23 @@
 //!
 //! `cargo test -p refsync-woocommerce --test conformance` runs it; `REFSYNC_BLESS=1` writes the
 //! `<stem>.expected.json` files of the fixtures (review them before committing). Tests the
-//! connector's capabilities do not call for are skipped with their reason. Until every
-//! `TODO(woocommerce)` below and in src/ is done, the suite fails: that is the point.
+//! connector's capabilities do not call for are skipped with their reason.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use refsync_core::{DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, Registry, WebhookRequest};
+use refsync_core::{
+    DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, Registry, RuleSpec, WebhookRequest,
+};
+use refsync_http::signature::{basic_auth_header, hmac_sha256_base64};
 use refsync_testkit::conformance::Harness;
-use refsync_testkit::sim::Simulator;
+use refsync_testkit::sim::{Simulator, send_webhook};
+use refsync_testkit::woocommerce::{REST_PREFIX, WooSim, WooSimOptions};
 use serde_json::{Value, json};
 
-const API_TOKEN: &str = "conformance-api-token-woocommerce";
+const CONSUMER_KEY: &str = "ck_conformance_0123456789abcdef";
+const CONSUMER_SECRET: &str = "cs_conformance_0123456789abcdef";
 const WEBHOOK_SECRET: &str = "conformance-webhook-secret-woocommerce";
 
 struct WoocommerceHarness;
@@ -31,44 +35,50 @@ impl Harness for WoocommerceHarness {
 
     fn settings(&self, simulator: Option<&str>) -> Value {
         json!({
-            "base_url": simulator.unwrap_or("https://woocommerce.example.invalid"),
-            "api_token": API_TOKEN,
+            // The simulator serves plain HTTP on loopback as a store "behind HTTPS" would
+            // (Basic auth); without one, an unreachable loopback port.
+            "store_url": simulator.unwrap_or("http://127.0.0.1:9"),
+            "auth": "basic",
+            "consumer_key": CONSUMER_KEY,
+            "consumer_secret": CONSUMER_SECRET,
             "webhook_secret": WEBHOOK_SECRET,
+            "referral_code_meta_key": "referral_code",
+            "coupon": { "code": "ref-{random}", "amount": "10" },
         })
     }
 
     fn secrets(&self) -> Vec<String> {
-        vec![API_TOKEN.to_owned(), WEBHOOK_SECRET.to_owned()]
+        vec![
+            CONSUMER_KEY.to_owned(),
+            CONSUMER_SECRET.to_owned(),
+            WEBHOOK_SECRET.to_owned(),
+        ]
     }
 
     fn authenticate(&self, request: &mut WebhookRequest, now: DateTime<Utc>) -> Result<(), String> {
-        // TODO(woocommerce): sign `request` exactly as Woocommerce does with WEBHOOK_SECRET (same
-        // headers, algorithm, encoding and signed content; the timestamp from `now`).
-        let _ = (request, now);
-        Err(
-            "TODO(woocommerce): authenticate test requests as Woocommerce signs its webhooks"
-                .into(),
-        )
+        // As WooCommerce: base64(HMAC-SHA256(raw body, webhook secret)); no timestamp is signed.
+        let _ = now;
+        let signature = hmac_sha256_base64(WEBHOOK_SECRET.as_bytes(), &request.body);
+        request.set_header("X-WC-Webhook-Signature", signature);
+        Ok(())
     }
 
     fn signs_body(&self) -> bool {
-        // TODO(woocommerce): false if Woocommerce authenticates webhooks without covering the body
-        // (basic auth, a token in the URL); the tamper test is then skipped.
         true
     }
 
     fn replay_window(&self) -> Option<Duration> {
-        // TODO(woocommerce): Some(tolerance) if Woocommerce signs a timestamp.
+        // WooCommerce signs no timestamp; redeliveries are caught by deduplication.
         None
     }
 
     fn push_spec(&self) -> Result<PushSpec, String> {
-        // TODO(woocommerce): use Woocommerce's real field keys and the object it creates.
         let fields = FieldMapping::from_pairs([
             ("email", "{Email}"),
             ("first_name", "{First Name}"),
-            ("referral_code", "{Referral Code}"),
-            ("referrer_email", "{Referrer Email}"),
+            ("meta.referral_code", "{Referral Code}"),
+            ("meta.referred_by", "{Referrer Email}"),
+            ("meta.referral_coupon", "{Coupon}"),
         ])
         .map_err(|e| e.to_string())?;
         Ok(PushSpec {
@@ -80,19 +90,51 @@ impl Harness for WoocommerceHarness {
     }
 
     async fn simulator(&self) -> Result<Simulator, String> {
-        // TODO(woocommerce): a stateful simulator of Woocommerce's API with the real wire shapes:
-        // `Simulator::start(handler)` where the handler (a closure over shared state taking a
-        // `&RecordedRequest` and returning a `SimResponse`) serves lookup, create, update and
-        // the health-check endpoint.
-        Err("TODO(woocommerce): simulate the Woocommerce API for the push and health tests".into())
+        let sim = WooSim::start(WooSimOptions::new(CONSUMER_KEY, CONSUMER_SECRET))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(sim.into_simulator())
     }
 
     async fn records(&self, simulator: &Simulator, email: &str) -> Result<Vec<Value>, String> {
-        // TODO(woocommerce): the records the simulator holds for `email`, as JSON.
-        let _ = simulator;
-        Err(format!(
-            "TODO(woocommerce): list the simulator's records for {email}"
-        ))
+        let path = format!(
+            "{REST_PREFIX}/customers?role=all&email={}",
+            email.replace('+', "%2B")
+        );
+        let request = WebhookRequest {
+            method: "GET".into(),
+            ..WebhookRequest::default()
+        }
+        .with_header(
+            "Authorization",
+            basic_auth_header(CONSUMER_KEY, CONSUMER_SECRET),
+        );
+        let (status, body) = send_webhook(&simulator.url(&path), &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!(
+                "GET {path}: HTTP {status} {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let customers: Vec<Value> =
+            serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
+        Ok(customers)
+    }
+
+    fn rules(&self) -> Vec<RuleSpec> {
+        [
+            r#"{"rule":"coupon_used"}"#,
+            r#"{"rule":"unqualify_on_status","statuses":["refunded","cancelled"]}"#,
+        ]
+        .iter()
+        .map(|r| serde_json::from_str(r).expect("rule spec"))
+        .collect()
+    }
+
+    fn one_record_per_email(&self) -> Option<&'static str> {
+        Some("WooCommerce keeps one customer per email")
     }
 }
 
