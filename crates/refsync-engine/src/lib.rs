@@ -8,6 +8,8 @@ pub mod ingress;
 pub mod metrics;
 pub mod sender;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tokens;
 pub mod upkeep;
 pub mod worker;

@@ -17,6 +17,7 @@ use refsync_core::{
 };
 use refsync_engine::config::EngineConfig;
 use refsync_engine::store::open_store;
+use refsync_engine::testing::LoopbackEngine;
 use refsync_engine::{Engine, Instance, PushRequest};
 use refsync_ledger::{Ledger, NewCampaign, User};
 use refsync_testkit::openapi::OpenApi;
@@ -30,20 +31,13 @@ const HOOK_PASSWORD: &str = "e2e-webhook-password-9876543210";
 const INSTANCE: &str = "pd";
 
 struct World {
-    engine: Engine,
+    live: LoopbackEngine,
     sim: PipedriveSim,
     ledger: Ledger,
     bob: User,
     email: String,
     hook: String,
     _dir: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 /// A world where Bob (referred by Ann) is about to be pushed as `object`, with `rules`.
@@ -150,41 +144,29 @@ async fn world(object: ObjectKind, rules: &[&str], referral_code_field: &str) ->
         EngineConfig::default(),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hooks/{INSTANCE}", listener.local_addr().unwrap());
-    let router = engine.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let live = LoopbackEngine::serve(engine).await.unwrap();
+    let hook = live.hook_url(INSTANCE);
     World {
-        engine,
+        live,
         sim,
         ledger,
         bob,
         email,
         hook,
         _dir: dir,
-        server,
     }
 }
 
 impl World {
     /// Runs the engine's workers until nothing is left to do.
     async fn settle(&self) {
-        for _ in 0..20 {
-            let now = Utc::now();
-            let d = self.engine.process_deliveries_once(now).await.unwrap();
-            let j = self.engine.send_jobs_once(now).await.unwrap();
-            if d == 0 && j == 0 {
-                return;
-            }
-        }
-        panic!("the engine did not settle");
+        self.live.settle().await;
     }
 
     /// Subscribes (as `refsync serve` does), pushes Bob, delivers what Pipedrive sends.
     async fn subscribe_and_push(&self) {
         let ids = self
+            .live
             .engine
             .ensure_subscriptions(INSTANCE, Some(&self.hook))
             .await
@@ -205,7 +187,8 @@ impl World {
             }),
             ..ReferredUser::default()
         };
-        self.engine
+        self.live
+            .engine
             .enqueue_push(
                 PushRequest {
                     instance: INSTANCE.into(),
@@ -376,6 +359,7 @@ async fn option_4_deal_won_qualifies_once_and_reconcile_finds_a_missed_win() {
     assert_eq!(w.qualifications().await, 0);
     // The upkeep's reconcile reads the deals updated since, and qualifies the win.
     let report = w
+        .live
         .engine
         .reconcile(INSTANCE, before, Utc::now())
         .await
@@ -388,7 +372,8 @@ async fn option_4_deal_won_qualifies_once_and_reconcile_finds_a_missed_win() {
     assert_eq!(w.qualifications().await, 1);
     // The late webhook, and a second reconcile, change nothing.
     w.deliver(lost).await;
-    w.engine
+    w.live
+        .engine
         .reconcile(INSTANCE, before, Utc::now())
         .await
         .unwrap();
@@ -416,6 +401,7 @@ async fn subscriptions_are_repaired_and_requests_follow_the_v1_contract() {
     let gone = hooks[0]["id"].as_u64().unwrap();
     w.sim.delete_webhook_as_pipedrive(gone);
     let ids = w
+        .live
         .engine
         .ensure_subscriptions(INSTANCE, Some(&w.hook))
         .await
@@ -425,6 +411,7 @@ async fn subscriptions_are_repaired_and_requests_follow_the_v1_contract() {
     assert_eq!(w.sim.state()["webhooks"].as_array().unwrap().len(), 3);
     // Running it again changes nothing.
     let again = w
+        .live
         .engine
         .ensure_subscriptions(INSTANCE, Some(&w.hook))
         .await

@@ -18,6 +18,7 @@ use refsync_core::{
 };
 use refsync_engine::config::EngineConfig;
 use refsync_engine::store::open_store;
+use refsync_engine::testing::LoopbackEngine;
 use refsync_engine::{Engine, Instance, PushRequest};
 use refsync_ledger::{Ledger, NewCampaign, User};
 use refsync_testkit::sim::send_webhook;
@@ -33,20 +34,13 @@ const COUPON_USED: &str = r#"{"rule":"coupon_used"}"#;
 const UNQUALIFY: &str = r#"{"rule":"unqualify_on_status","statuses":["refunded","cancelled"]}"#;
 
 struct World {
-    engine: Engine,
+    live: LoopbackEngine,
     sim: WooSim,
     ledger: Ledger,
     bob: User,
     email: String,
     hook: String,
     _dir: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
 }
 
 struct Setup {
@@ -177,41 +171,29 @@ async fn world(setup: Setup) -> World {
         EngineConfig::default(),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hooks/{INSTANCE}", listener.local_addr().unwrap());
-    let router = engine.router();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    let live = LoopbackEngine::serve(engine).await.unwrap();
+    let hook = live.hook_url(INSTANCE);
     World {
-        engine,
+        live,
         sim,
         ledger,
         bob,
         email,
         hook,
         _dir: dir,
-        server,
     }
 }
 
 impl World {
     /// Runs the engine's workers until nothing is left to do.
     async fn settle(&self) {
-        for _ in 0..20 {
-            let now = Utc::now();
-            let d = self.engine.process_deliveries_once(now).await.unwrap();
-            let j = self.engine.send_jobs_once(now).await.unwrap();
-            if d == 0 && j == 0 {
-                return;
-            }
-        }
-        panic!("the engine did not settle");
+        self.live.settle().await;
     }
 
     /// Subscribes (as `refsync serve` does) and pushes Bob.
     async fn subscribe_and_push(&self) {
         let ids = self
+            .live
             .engine
             .ensure_subscriptions(INSTANCE, Some(&self.hook))
             .await
@@ -233,7 +215,8 @@ impl World {
             coupon: self.bob.coupon.clone(),
             ..ReferredUser::default()
         };
-        self.engine
+        self.live
+            .engine
             .enqueue_push(
                 PushRequest {
                     instance: INSTANCE.into(),
@@ -314,7 +297,11 @@ async fn coupon_issued_then_paid_order_qualifies_once() {
     assert_eq!(pings.len(), 3, "{pings:?}");
     assert!(pings.iter().all(|(_, status)| *status == 200), "{pings:?}");
     assert_eq!(
-        w.engine.process_deliveries_once(Utc::now()).await.unwrap(),
+        w.live
+            .engine
+            .process_deliveries_once(Utc::now())
+            .await
+            .unwrap(),
         0
     );
 
@@ -457,6 +444,7 @@ async fn reconcile_finds_a_lost_payment_and_upkeep_re_enables_a_disabled_webhook
     assert_eq!(w.qualifications().await, 0);
 
     let report = w
+        .live
         .engine
         .reconcile(INSTANCE, before, Utc::now())
         .await
@@ -467,7 +455,8 @@ async fn reconcile_finds_a_lost_payment_and_upkeep_re_enables_a_disabled_webhook
 
     // The next upkeep re-enables the webhook (and WooCommerce pings it again).
     let pings_before = w.sim.pings().len();
-    w.engine
+    w.live
+        .engine
         .ensure_subscriptions(INSTANCE, Some(&w.hook))
         .await
         .unwrap();
@@ -484,7 +473,8 @@ async fn reconcile_finds_a_lost_payment_and_upkeep_re_enables_a_disabled_webhook
 
     // The late deliveries and a second reconcile change nothing.
     w.deliver(&sent).await;
-    w.engine
+    w.live
+        .engine
         .reconcile(INSTANCE, before, Utc::now())
         .await
         .unwrap();

@@ -1,0 +1,71 @@
+//! End-to-end test support (feature `testing`): an engine served over loopback, as
+//! `refsync serve` runs it, with a `settle` that drives its workers until nothing is left.
+
+use chrono::Utc;
+
+use crate::Engine;
+
+/// An [`Engine`] whose router listens on `127.0.0.1` (an ephemeral port) until dropped.
+#[derive(Debug)]
+pub struct LoopbackEngine {
+    /// The engine.
+    pub engine: Engine,
+    base: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl LoopbackEngine {
+    /// Serves `engine.router()` on a loopback port.
+    ///
+    /// # Errors
+    /// The listener could not be bound.
+    pub async fn serve(engine: Engine) -> std::io::Result<LoopbackEngine> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let router = engine.router();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(LoopbackEngine {
+            engine,
+            base,
+            server,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The webhook endpoint of `instance`: `<base>/hooks/<instance>`.
+    pub fn hook_url(&self, instance: &str) -> String {
+        format!("{}/hooks/{instance}", self.base)
+    }
+
+    /// Runs the delivery worker and the senders until a round finds nothing to do.
+    ///
+    /// # Panics
+    /// On a store error, or when work is still left after 20 rounds (a loop in the pipeline).
+    pub async fn settle(&self) {
+        for _ in 0..20 {
+            let now = Utc::now();
+            let d = self
+                .engine
+                .process_deliveries_once(now)
+                .await
+                .expect("delivery worker");
+            let j = self.engine.send_jobs_once(now).await.expect("sender");
+            if d == 0 && j == 0 {
+                return;
+            }
+        }
+        panic!("the engine did not settle in 20 rounds");
+    }
+}
+
+impl Drop for LoopbackEngine {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
