@@ -92,22 +92,22 @@ impl WoocommerceConnector {
         &self.config
     }
 
-    /// The coupon code `user` gets, decided before any call.
-    fn coupon_code(&self, c: &CouponConfig, user: &ReferredUser) -> Result<String> {
-        match (&self.code_pattern, c.source) {
-            (Some(p), _) => p.render(user, self.config.webhook_secret.expose().as_bytes()),
-            (None, _) => user
-                .coupon
-                .as_deref()
-                .map(normalize_coupon_code)
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    Error::validation(format!(
-                        "coupon.source = \"platform\", but the referral platform gave {} no coupon: add coupons to the campaign (Referral Factory coupon rewards, or `refsync ledger campaign coupons add`), or let refsync create one (coupon.source = \"create\")",
-                        user.email
-                    ))
-                }),
+    /// The coupon code `user` gets, decided before any call: rendered from the pattern
+    /// (`source = "create"`), or the platform's coupon (`source = "platform"`).
+    fn coupon_code(&self, user: &ReferredUser) -> Result<String> {
+        if let Some(pattern) = &self.code_pattern {
+            return pattern.render(user, self.config.webhook_secret.expose().as_bytes());
         }
+        user.coupon
+            .as_deref()
+            .map(normalize_coupon_code)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Error::validation(format!(
+                    "coupon.source = \"platform\", but the referral platform gave {} no coupon: add coupons to the campaign (Referral Factory coupon rewards, or `refsync ledger campaign coupons add`), or let refsync create one (coupon.source = \"create\")",
+                    user.email
+                ))
+            })
     }
 
     async fn issue_coupon(
@@ -172,7 +172,7 @@ impl WoocommerceConnector {
             }
             (None, Target::Customer) => None,
             (Some(c), _) => {
-                let code = self.coupon_code(c, &user)?;
+                let code = self.coupon_code(&user)?;
                 // `{Coupon}` in the mapping is the coupon the friend gets in this store.
                 user.coupon = Some(code.clone());
                 Some((c, code))
