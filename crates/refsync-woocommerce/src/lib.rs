@@ -60,6 +60,8 @@ pub struct WoocommerceConnector {
     config: Config,
     client: Client,
     code_pattern: Option<coupon::CodePattern>,
+    /// What parse needs, normalised once from the settings (parse runs per webhook).
+    parse_options: events::ParseOptions,
 }
 
 /// What issuing a coupon did.
@@ -80,10 +82,12 @@ impl WoocommerceConnector {
             }
             _ => None,
         };
+        let parse_options = config.parse_options();
         Ok(Self {
             config,
             client,
             code_pattern,
+            parse_options,
         })
     }
 
@@ -319,13 +323,13 @@ impl WoocommerceConnector {
     }
 
     async fn reconcile_since(&self, since: DateTime<Utc>) -> Result<Vec<CrmEvent>> {
-        let opts = self.config.parse_options();
+        let opts = &self.parse_options;
         let orders = self.client.orders_modified_since(since).await?;
         let account = self.config.store_url.trim_end_matches('/');
         Ok(orders
             .iter()
             .filter_map(Value::as_object)
-            .flat_map(|o| events::order_events(&opts, o, Some(account)))
+            .flat_map(|o| events::order_events(opts, o, Some(account)))
             .collect())
     }
 }
@@ -345,7 +349,7 @@ impl Connector for WoocommerceConnector {
     }
 
     fn parse(&self, request: &WebhookRequest) -> Result<Vec<CrmEvent>> {
-        events::parse(&self.config.parse_options(), request)
+        events::parse(&self.parse_options, request)
             .map_err(|e| e.with_connector(NAME).with_operation("parse"))
     }
 
