@@ -2,6 +2,8 @@
 
 #[cfg(feature = "generic-webhook")]
 pub use refsync_generic_webhook as generic_webhook;
+#[cfg(feature = "hubspot")]
+pub use refsync_hubspot as hubspot;
 #[cfg(feature = "pipedrive")]
 pub use refsync_pipedrive as pipedrive;
 #[cfg(feature = "woocommerce")]
@@ -11,6 +13,8 @@ pub use refsync_woocommerce as woocommerce;
 pub fn install_default_connectors(registry: &mut refsync_core::Registry) {
     #[cfg(feature = "generic-webhook")]
     refsync_generic_webhook::register(registry);
+    #[cfg(feature = "hubspot")]
+    refsync_hubspot::register(registry);
     #[cfg(feature = "pipedrive")]
     refsync_pipedrive::register(registry);
     #[cfg(feature = "woocommerce")]
