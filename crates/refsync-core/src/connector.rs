@@ -155,8 +155,36 @@ pub trait Connector: Send + Sync + fmt::Debug {
         Ok(event)
     }
 
+    /// Enriches the events of one delivery together, so a connector can fetch what they lack
+    /// in batch calls. It may also add events (HubSpot adds `status_changed` `won` to a stage
+    /// change into a closed-won stage) or drop them; the result is evaluated in order. The
+    /// default enriches each event with [`Connector::enrich`].
+    async fn enrich_batch(&self, events: Vec<CrmEvent>) -> Result<Vec<CrmEvent>> {
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            out.push(self.enrich(event).await?);
+        }
+        Ok(out)
+    }
+
     /// Creates or updates the referred person in the CRM per `spec`.
     async fn push_referral(&self, user: &ReferredUser, spec: &PushSpec) -> Result<PushOutcome>;
+
+    /// Pushes several referred people with the same `spec`: one result per user, in order, so
+    /// one bad record fails alone. Connectors with batch endpoints override it (HubSpot upserts
+    /// 100 contacts per call); the default pushes one after the other. The engine hands the
+    /// push jobs it claims together to this method.
+    async fn push_referrals(
+        &self,
+        users: &[ReferredUser],
+        spec: &PushSpec,
+    ) -> Vec<Result<PushOutcome>> {
+        let mut out = Vec::with_capacity(users.len());
+        for user in users {
+            out.push(self.push_referral(user, spec).await);
+        }
+        out
+    }
 
     /// Checks connectivity and credentials.
     async fn health_check(&self) -> Result<()>;

@@ -759,9 +759,19 @@ pub fn decide(
     history: &ReferralHistory,
     campaign: Option<&str>,
 ) -> Vec<Decision> {
+    let stale = superseded_by(event, history);
     rules
         .iter()
         .map(|rule| {
+            if let Some(newer) = stale {
+                return Decision {
+                    verdict: Verdict::Skip {
+                        rule: rule.name(),
+                        reason: stale_reason(event, newer),
+                    },
+                    call: None,
+                };
+            }
             let verdict = rule.evaluate(event, history);
             let action = match &verdict {
                 Verdict::Qualify { .. } => QualifyAction::Qualify,
@@ -794,6 +804,47 @@ pub fn decide(
             }
         })
         .collect()
+}
+
+/// Which fact about its object an event reports, for ordering: its stage or its status.
+fn fact_of(change: &Change) -> Option<&'static str> {
+    match change {
+        Change::StageChanged { .. } => Some("stage"),
+        Change::StatusChanged { .. } => Some("status"),
+        _ => None,
+    }
+}
+
+/// The newer event already recorded about the same object and the same fact (stage or
+/// status), when `event` is older than it. Vendors deliver out of order (HubSpot says so):
+/// applying such a stale event would undo a newer fact (a deal `won` after it was `lost`, an
+/// order `paid` after its refund), so it decides nothing. Events without a time are never
+/// stale.
+pub fn superseded_by<'a>(event: &CrmEvent, history: &'a ReferralHistory) -> Option<&'a CrmEvent> {
+    let fact = fact_of(&event.change)?;
+    let at = event.occurred_at?;
+    history.events.iter().find(|e| {
+        e.object == event.object
+            && fact_of(&e.change) == Some(fact)
+            && e.occurred_at.is_some_and(|t| t > at)
+    })
+}
+
+fn stale_reason(event: &CrmEvent, newer: &CrmEvent) -> String {
+    let when = |e: &CrmEvent| {
+        e.occurred_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    format!(
+        "stale: this {} of {} {} happened at {}, before the {} at {} already recorded; ignored",
+        event.change.type_name(),
+        event.object.kind,
+        event.object.id,
+        when(event),
+        newer.change.type_name(),
+        when(newer)
+    )
 }
 
 /// The rules' decisions on one event of a delivery.

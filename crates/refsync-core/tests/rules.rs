@@ -534,3 +534,57 @@ proptest! {
         }
     }
 }
+
+fn at(mut e: CrmEvent, ms: i64) -> CrmEvent {
+    e.occurred_at = chrono::DateTime::from_timestamp_millis(ms);
+    e
+}
+fn deal_status(id: &str, to: &str) -> CrmEvent {
+    CrmEvent::new(
+        "test",
+        ObjectKind::Deal,
+        id,
+        Change::StatusChanged {
+            from: None,
+            to: to.into(),
+        },
+    )
+}
+
+#[test]
+fn an_event_older_than_a_recorded_fact_of_its_object_decides_nothing() {
+    let rules = vec![
+        rule(r#"{"rule":"deal_won"}"#),
+        rule(r#"{"rule":"unqualify_on_status","statuses":["lost"]}"#),
+        rule(r#"{"rule":"deal_stage_changed","to":"contractsent"}"#),
+    ];
+    // Won at t=2000, then lost at t=3000 delivered first: the late `won` is stale.
+    let mut h = linked();
+    h.events.push(at(deal_status("8", "lost"), 3000));
+    let late_won = at(deal_status("8", "won"), 2000);
+    let d = decide(&rules, &late_won, &h, None);
+    assert!(d.iter().all(|d| d.call.is_none()), "{d:?}");
+    assert!(d[0].verdict.reason().starts_with("stale:"), "{d:?}");
+    // In the right order the same event qualifies.
+    let mut h = linked();
+    h.events.push(at(deal_status("8", "open"), 1000));
+    assert!(decide(&rules, &late_won, &h, None)[0].call.is_some());
+    // Stages are their own fact: a newer status does not make an older stage stale.
+    let mut h = linked();
+    h.events.push(at(deal_status("8", "lost"), 3000));
+    let stage = at(deal_stage("8", "contractsent"), 2000);
+    assert!(decide(&rules, &stage, &h, None)[2].call.is_some());
+    // ...but a newer stage does.
+    h.events.push(at(deal_stage("8", "closedlost"), 2500));
+    assert!(decide(&rules, &stage, &h, None)[2].call.is_none());
+    // Another deal's facts, equal times and unknown times never make an event stale.
+    let mut h = linked();
+    h.events.push(at(deal_status("9", "lost"), 3000));
+    h.events.push(at(deal_status("8", "lost"), 2000));
+    h.events.push(deal_status("8", "lost"));
+    assert!(decide(&rules, &late_won, &h, None)[0].call.is_some());
+    let untimed = deal_status("8", "won");
+    let mut h = linked();
+    h.events.push(at(deal_status("8", "lost"), 3000));
+    assert!(decide(&rules, &untimed, &h, None)[0].call.is_some());
+}

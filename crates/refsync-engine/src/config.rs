@@ -212,6 +212,11 @@ pub struct WorkerConfig {
     /// Jobs processed at the same time (default 4).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Push jobs a sender claims at once (default 100). Those of one instance go to the
+    /// connector together, so connectors with batch endpoints (HubSpot) send them in a few
+    /// calls: pushes that arrive close together are coalesced.
+    #[serde(default = "default_push_batch")]
+    pub push_batch: usize,
     /// How long a worker holds a claimed delivery, in seconds (default 120). When a process
     /// dies, its deliveries are taken over after this long.
     #[serde(default = "default_delivery_lease")]
@@ -238,6 +243,7 @@ impl Default for WorkerConfig {
             backoff_base_secs: default_backoff_base(),
             backoff_max_secs: default_backoff_max(),
             concurrency: default_concurrency(),
+            push_batch: default_push_batch(),
             delivery_lease_secs: default_delivery_lease(),
             job_lease_secs: default_job_lease(),
             upkeep_interval_secs: default_upkeep_interval(),
@@ -292,6 +298,9 @@ fn default_reconcile_lookback() -> u64 {
 }
 fn default_concurrency() -> usize {
     4
+}
+fn default_push_batch() -> usize {
+    100
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -933,6 +942,7 @@ impl<'t> Analysis<'t> {
             ("backoff_base_secs", w.backoff_base_secs == 0),
             ("delivery_lease_secs", w.delivery_lease_secs == 0),
             ("job_lease_secs", w.job_lease_secs == 0),
+            ("push_batch", w.push_batch == 0),
         ] {
             if zero {
                 let span = lookup(doc, &["worker", key]).unwrap_or(0..0);

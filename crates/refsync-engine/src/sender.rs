@@ -109,20 +109,32 @@ impl Engine {
     /// # Errors
     /// Store errors.
     pub async fn send_jobs_once(&self, now: DateTime<Utc>) -> Result<usize> {
-        let limit = i64::try_from(self.inner.config.worker.concurrency.max(1)).unwrap_or(4);
-        let jobs = self
-            .inner
-            .store
+        let w = &self.inner.config.worker;
+        let limit = i64::try_from(w.concurrency.max(1)).unwrap_or(4);
+        let push_limit = i64::try_from(w.push_batch.max(1)).unwrap_or(100);
+        let store = &self.inner.store;
+        // Pushes first, many at once: those of one instance go to the connector together.
+        let mut jobs = store
             .claim(
                 &self.inner.worker_id,
-                &[],
+                &["push"],
                 now,
-                limit,
-                self.inner.config.worker.job_lease(),
+                push_limit,
+                w.job_lease(),
             )
             .await?;
+        jobs.extend(
+            store
+                .claim(&self.inner.worker_id, &[], now, limit, w.job_lease())
+                .await?,
+        );
         let n = jobs.len();
-        for job in jobs {
+        let (pushes, others): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| j.kind == "push");
+        if !pushes.is_empty() {
+            self.send_push_jobs(pushes, now).await?;
+        }
+        for job in others {
             let span = tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempts);
             self.send_job(job, now).instrument(span).await?;
         }
@@ -130,7 +142,18 @@ impl Engine {
     }
 
     async fn send_job(&self, job: Job, now: DateTime<Utc>) -> Result<()> {
-        let (referral, result) = self.run_job(&job, now).await;
+        let (referral, result) = self.run_job(&job).await;
+        self.settle_job(&job, referral, result, now).await
+    }
+
+    /// Completes or fails `job` per `result`, and notes it in the referral's timeline.
+    async fn settle_job(
+        &self,
+        job: &Job,
+        referral: Option<String>,
+        result: Result<(&'static str, String, serde_json::Value)>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let store = &self.inner.store;
         let worker = &self.inner.worker_id;
         match result {
@@ -178,7 +201,6 @@ impl Engine {
     async fn run_job(
         &self,
         job: &Job,
-        now: DateTime<Utc>,
     ) -> (
         Option<String>,
         Result<(&'static str, String, serde_json::Value)>,
@@ -226,74 +248,120 @@ impl Engine {
                 });
                 (Some(key), r)
             }
-            "push" => {
-                let req: PushRequest = match serde_json::from_value(job.payload.clone()) {
-                    Ok(c) => c,
-                    Err(e) => return (None, Err(Error::validation(format!("bad payload: {e}")))),
-                };
-                let key = format!("code:{}", req.user.referral_code);
-                let Some(inst) = self.instance(&req.instance) else {
-                    return (
-                        Some(key),
-                        Err(Error::config(format!("no instance {:?}", req.instance))),
-                    );
-                };
-                let Some(spec) = &inst.push else {
-                    return (
-                        Some(key),
-                        Err(Error::config(format!(
-                            "instance {:?} has no push spec",
-                            inst.name
-                        ))),
-                    );
-                };
-                let started = std::time::Instant::now();
-                let r = inst.connector.push_referral(&req.user, spec).await;
-                m.observe(
-                    "connector",
-                    inst.connector.info().name,
-                    started.elapsed().as_secs_f64(),
-                );
-                m.upstream(
-                    "connector",
-                    inst.connector.info().name,
-                    r.as_ref().map_or_else(outcome_of, |_| "ok"),
-                );
-                let outcome = match r {
-                    Ok(o) => o,
-                    Err(e) => return (Some(key), Err(e)),
-                };
-                for CrmObjectRef { kind, id } in &outcome.links {
-                    let object = CrmObject {
-                        instance: inst.name.clone(),
-                        kind: kind.as_string(),
-                        id: id.clone(),
-                    };
-                    if let Err(e) = self.inner.store.put_link(&key, &object, now).await {
-                        return (Some(key), Err(e));
-                    }
-                }
-                let msg = format!(
-                    "pushed into {} ({:?}): {}",
-                    inst.name,
-                    outcome.action,
-                    outcome
-                        .links
-                        .iter()
-                        .map(|l| format!("{} {}", l.kind, l.id))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                (
-                    Some(key),
-                    Ok(("pushed", msg, json!({"job": job.id, "outcome": outcome}))),
-                )
-            }
             other => (
                 None,
                 Err(Error::validation(format!("unknown job kind {other:?}"))),
             ),
         }
+    }
+
+    /// Runs claimed push jobs: those of one instance go to the connector in one
+    /// [`refsync_core::Connector::push_referrals`] call (batching connectors coalesce them), and
+    /// each job then completes or fails on its own result.
+    async fn send_push_jobs(&self, jobs: Vec<Job>, now: DateTime<Utc>) -> Result<()> {
+        let mut groups: Vec<(String, Vec<(Job, PushRequest)>)> = Vec::new();
+        for job in jobs {
+            match serde_json::from_value::<PushRequest>(job.payload.clone()) {
+                Ok(req) => match groups.iter_mut().find(|(i, _)| *i == req.instance) {
+                    Some((_, items)) => items.push((job, req)),
+                    None => groups.push((req.instance.clone(), vec![(job, req)])),
+                },
+                Err(e) => {
+                    let err = Error::validation(format!("bad payload: {e}"));
+                    self.settle_job(&job, None, Err(err), now).await?;
+                }
+            }
+        }
+        for (instance, items) in groups {
+            let span = tracing::info_span!("push_batch", %instance, jobs = items.len());
+            self.send_push_group(&instance, items, now)
+                .instrument(span)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn send_push_group(
+        &self,
+        instance: &str,
+        items: Vec<(Job, PushRequest)>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let key = |req: &PushRequest| format!("code:{}", req.user.referral_code);
+        let inst = self.instance(instance);
+        let Some((inst, spec)) = inst.as_ref().and_then(|i| Some((i, i.push.as_ref()?))) else {
+            let problem = match inst {
+                None => format!("no instance {instance:?}"),
+                Some(_) => format!("instance {instance:?} has no push spec"),
+            };
+            for (job, req) in &items {
+                let err = Error::config(problem.clone());
+                self.settle_job(job, Some(key(req)), Err(err), now).await?;
+            }
+            return Ok(());
+        };
+        let users: Vec<ReferredUser> = items.iter().map(|(_, r)| r.user.clone()).collect();
+        let m = &self.inner.metrics;
+        let name = inst.connector.info().name;
+        let started = std::time::Instant::now();
+        let mut results = inst
+            .connector
+            .push_referrals(&users, spec)
+            .await
+            .into_iter();
+        m.observe("connector", name, started.elapsed().as_secs_f64());
+        for (job, req) in &items {
+            let key = key(req);
+            let r = results.next().unwrap_or_else(|| {
+                Err(Error::unexpected(format!(
+                    "connector {name} returned fewer push results than pushes"
+                )))
+            });
+            m.upstream(
+                "connector",
+                name,
+                r.as_ref().map_or_else(outcome_of, |_| "ok"),
+            );
+            let result = match r {
+                Ok(outcome) => self.record_push(&inst.name, &key, job, outcome, now).await,
+                Err(e) => Err(e),
+            };
+            let span = tracing::info_span!("job", job_id = job.id, kind = %job.kind, attempt = job.attempts);
+            self.settle_job(job, Some(key), result, now)
+                .instrument(span)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Links the pushed objects to the referral; the timeline entry of a done push.
+    async fn record_push(
+        &self,
+        instance: &str,
+        key: &str,
+        job: &Job,
+        outcome: refsync_core::PushOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(&'static str, String, serde_json::Value)> {
+        for CrmObjectRef { kind, id } in &outcome.links {
+            let object = CrmObject {
+                instance: instance.to_owned(),
+                kind: kind.as_string(),
+                id: id.clone(),
+            };
+            self.inner.store.put_link(key, &object, now).await?;
+        }
+        let msg = format!(
+            "pushed into {instance} ({:?}): {}",
+            outcome.action,
+            outcome
+                .links
+                .iter()
+                .map(|l| format!("{} {}", l.kind, l.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(("pushed", msg, json!({"job": job.id, "outcome": outcome})))
     }
 
     /// Runs the delivery worker and `worker.concurrency` senders on the current runtime until

@@ -103,28 +103,23 @@ impl Engine {
                 ))));
             }
         };
-        let mut enriched = Vec::with_capacity(events.len());
-        for event in events {
-            match inst.connector.enrich(event).await {
-                Ok(e) => {
-                    enriched.push(e);
-                }
-                Err(e) if retryable(&e) => {
-                    self.inner.metrics.upstream(
-                        "connector",
-                        inst.connector.info().name,
-                        outcome_of(&e),
-                    );
-                    return Ok(Err(Failure::Retry(
-                        format!("enrich: {}", e.message()),
-                        e.retry_after(),
-                    )));
-                }
-                Err(e) => {
-                    return Ok(Err(Failure::Dead(format!("enrich: {}", e.message()))));
-                }
+        let enriched = match inst.connector.enrich_batch(events).await {
+            Ok(e) => e,
+            Err(e) if retryable(&e) => {
+                self.inner.metrics.upstream(
+                    "connector",
+                    inst.connector.info().name,
+                    outcome_of(&e),
+                );
+                return Ok(Err(Failure::Retry(
+                    format!("enrich: {}", e.message()),
+                    e.retry_after(),
+                )));
             }
-        }
+            Err(e) => {
+                return Ok(Err(Failure::Dead(format!("enrich: {}", e.message()))));
+            }
+        };
         for event in enriched {
             // A derived lead conversion is handled like an event of the same delivery.
             let mut next = Some(event);
