@@ -113,21 +113,25 @@ impl Engine {
         let limit = i64::try_from(w.concurrency.max(1)).unwrap_or(4);
         let push_limit = i64::try_from(w.push_batch.max(1)).unwrap_or(100);
         let store = &self.inner.store;
-        // Pushes first, many at once: those of one instance go to the connector together.
+        // Up to `concurrency` jobs of any kind, then pushes up to `push_batch` in all: those of
+        // one instance go to the connector together (one call per 100 for HubSpot).
         let mut jobs = store
-            .claim(
-                &self.inner.worker_id,
-                &["push"],
-                now,
-                push_limit,
-                w.job_lease(),
-            )
+            .claim(&self.inner.worker_id, &[], now, limit, w.job_lease())
             .await?;
-        jobs.extend(
-            store
-                .claim(&self.inner.worker_id, &[], now, limit, w.job_lease())
-                .await?,
-        );
+        let pushes = i64::try_from(jobs.iter().filter(|j| j.kind == "push").count()).unwrap_or(0);
+        if push_limit > pushes {
+            jobs.extend(
+                store
+                    .claim(
+                        &self.inner.worker_id,
+                        &["push"],
+                        now,
+                        push_limit - pushes,
+                        w.job_lease(),
+                    )
+                    .await?,
+            );
+        }
         let n = jobs.len();
         let (pushes, others): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| j.kind == "push");

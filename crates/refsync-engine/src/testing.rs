@@ -21,6 +21,18 @@ impl LoopbackEngine {
     /// The listener could not be bound.
     pub async fn serve(engine: Engine) -> std::io::Result<LoopbackEngine> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve_on(listener, engine)
+    }
+
+    /// Serves `engine.router()` on `listener` — bound beforehand when the instances must know
+    /// their own webhook URL (HubSpot signs it).
+    ///
+    /// # Errors
+    /// The listener has no local address.
+    pub fn serve_on(
+        listener: tokio::net::TcpListener,
+        engine: Engine,
+    ) -> std::io::Result<LoopbackEngine> {
         let base = format!("http://{}", listener.local_addr()?);
         let router = engine.router();
         let server = tokio::spawn(async move {
