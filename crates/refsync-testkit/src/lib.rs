@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod fake;
+pub mod hubspot;
 pub mod openapi;
 pub mod pipedrive;
 pub mod services;
