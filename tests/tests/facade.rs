@@ -17,7 +17,10 @@ fn example_config() -> InstanceConfig {
 fn default_registry_has_every_facade_connector() {
     let registry = refsync::default_registry();
     let names: Vec<&str> = registry.connectors().map(|c| c.info.name).collect();
-    assert_eq!(names, ["generic-webhook", "pipedrive", "woocommerce"]);
+    assert_eq!(
+        names,
+        ["generic-webhook", "hubspot", "pipedrive", "woocommerce"]
+    );
     let platforms: Vec<&str> = registry.platforms().map(|p| p.name).collect();
     assert_eq!(platforms, ["ledger", "referral-factory"]);
 }

@@ -394,3 +394,77 @@ fn inspect_turns_real_woocommerce_orders_into_coupon_events() {
         assert!(!err.contains(WOOCOMMERCE_SECRET), "{err}");
     }
 }
+
+/// The client secret of examples/hubspot/instance.toml.
+const HUBSPOT_SECRET: &str = "change-me-to-the-apps-client-secret";
+/// The target URL of examples/hubspot/instance.toml (`webhook_url`).
+const HUBSPOT_URL: &str = "https://refsync.example.com/hooks/hubspot";
+
+#[test]
+fn inspect_verifies_hubspot_v3_signatures_on_real_deliveries() {
+    let config = root()
+        .join("examples/hubspot/instance.toml")
+        .display()
+        .to_string();
+    let fixture = root()
+        .join("crates/refsync-hubspot/tests/fixtures/deal_propertychange_dealstage_closedwon_djhubspot.json");
+    let body = std::fs::read(&fixture).unwrap();
+    // Signed as HubSpot signs v3 (by the testkit's own signer), at a fixed time.
+    let ts: i64 = 1_764_072_000_000;
+    let now = "2025-11-25T12:01:00Z"; // one minute later
+    let sign =
+        |secret: &str| refsync_testkit::hubspot::sign_v3(secret, "POST", HUBSPOT_URL, &body, ts);
+    let inspect = |signature: &str, now: &str| {
+        let ts_header = format!("X-HubSpot-Request-Timestamp: {ts}");
+        let sig_header = format!("X-HubSpot-Signature-v3: {signature}");
+        let path = fixture.display().to_string();
+        refsync(&[
+            "inspect",
+            "--connector",
+            "hubspot",
+            "--config",
+            &config,
+            "--url",
+            HUBSPOT_URL,
+            "--now",
+            now,
+            "-H",
+            &ts_header,
+            "-H",
+            &sig_header,
+            &path,
+        ])
+    };
+    let out = inspect(&sign(HUBSPOT_SECRET), now);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+    let event = &v["events"][0];
+    assert_eq!(event["object"]["kind"], "deal");
+    assert_eq!(event["object"]["id"], "697680835");
+    assert_eq!(event["change"]["type"], "stage_changed");
+    assert_eq!(event["change"]["to"], "closedwon");
+    assert_eq!(event["occurred_at"], "2019-04-24T11:36:55.815Z");
+    // Another secret, or the same signature six minutes later: rejected, exit 1, and the
+    // reason names neither the secret nor the expected signature.
+    for (signature, at) in [
+        (sign("another-secret"), now),
+        (sign(HUBSPOT_SECRET), "2025-11-25T12:06:01Z"),
+    ] {
+        let out = inspect(&signature, at);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("v3") || err.contains("replay window"), "{err}");
+        assert!(!err.contains(HUBSPOT_SECRET), "{err}");
+        assert!(!err.contains(&sign(HUBSPOT_SECRET)), "{err}");
+    }
+}

@@ -2,25 +2,27 @@
 //!
 //! `cargo test -p refsync-hubspot --test conformance` runs it; `REFSYNC_BLESS=1` writes the
 //! `<stem>.expected.json` files of the fixtures (review them before committing). Tests the
-//! connector's capabilities do not call for are skipped with their reason. Until every
-//! `TODO(hubspot)` below and in src/ is done, the suite fails: that is the point.
+//! connector's capabilities do not call for are skipped with their reason.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use refsync_core::{DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, Registry, WebhookRequest};
+use refsync_core::{
+    DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, Registry, RuleSpec, WebhookRequest,
+};
 use refsync_testkit::conformance::Harness;
-use refsync_testkit::sim::Simulator;
+use refsync_testkit::hubspot::{HubSpotSim, HubSpotSimOptions, sign_v3};
+use refsync_testkit::sim::{Simulator, send_webhook};
 use serde_json::{Value, json};
 
-const API_TOKEN: &str = "conformance-api-token-hubspot";
-const WEBHOOK_SECRET: &str = "conformance-webhook-secret-hubspot";
+const TOKEN: &str = "pat-na1-conformance-token-hubspot";
+const CLIENT_SECRET: &str = "conformance-client-secret-hubspot";
 
-struct HubspotHarness;
+struct HubSpotHarness;
 
 #[async_trait::async_trait]
-impl Harness for HubspotHarness {
+impl Harness for HubSpotHarness {
     fn register(&self, registry: &mut Registry) {
         refsync_hubspot::register(registry);
     }
@@ -31,41 +33,47 @@ impl Harness for HubspotHarness {
 
     fn settings(&self, simulator: Option<&str>) -> Value {
         json!({
-            "base_url": simulator.unwrap_or("https://hubspot.example.invalid"),
-            "api_token": API_TOKEN,
-            "webhook_secret": WEBHOOK_SECRET,
+            // Without a simulator: an unreachable loopback port.
+            "base_url": simulator.unwrap_or("http://127.0.0.1:9"),
+            "auth": { "type": "private_app", "token": TOKEN },
+            "client_secret": CLIENT_SECRET,
+            "signature_versions": ["v3"],
         })
     }
 
     fn secrets(&self) -> Vec<String> {
-        vec![API_TOKEN.to_owned(), WEBHOOK_SECRET.to_owned()]
+        vec![TOKEN.to_owned(), CLIENT_SECRET.to_owned()]
     }
 
     fn authenticate(&self, request: &mut WebhookRequest, now: DateTime<Utc>) -> Result<(), String> {
-        // TODO(hubspot): sign `request` exactly as Hubspot does with WEBHOOK_SECRET (same
-        // headers, algorithm, encoding and signed content; the timestamp from `now`).
-        let _ = (request, now);
-        Err("TODO(hubspot): authenticate test requests as Hubspot signs its webhooks".into())
+        // As HubSpot signs v3: base64 HMAC-SHA256 of method + URL + body + timestamp (ms),
+        // computed by the simulator's own signer (written from HubSpot's docs).
+        let ts = now.timestamp_millis();
+        let sig = sign_v3(
+            CLIENT_SECRET,
+            &request.method,
+            &request.url,
+            &request.body,
+            ts,
+        );
+        request.set_header("X-HubSpot-Request-Timestamp", ts.to_string());
+        request.set_header("X-HubSpot-Signature-v3", sig);
+        Ok(())
     }
 
     fn signs_body(&self) -> bool {
-        // TODO(hubspot): false if Hubspot authenticates webhooks without covering the body
-        // (basic auth, a token in the URL); the tamper test is then skipped.
         true
     }
 
     fn replay_window(&self) -> Option<Duration> {
-        // TODO(hubspot): Some(tolerance) if Hubspot signs a timestamp.
-        None
+        Some(Duration::from_secs(300))
     }
 
     fn push_spec(&self) -> Result<PushSpec, String> {
-        // TODO(hubspot): use Hubspot's real field keys and the object it creates.
         let fields = FieldMapping::from_pairs([
             ("email", "{Email}"),
-            ("first_name", "{First Name}"),
+            ("firstname", "{First Name}"),
             ("referral_code", "{Referral Code}"),
-            ("referrer_email", "{Referrer Email}"),
         ])
         .map_err(|e| e.to_string())?;
         Ok(PushSpec {
@@ -77,20 +85,51 @@ impl Harness for HubspotHarness {
     }
 
     async fn simulator(&self) -> Result<Simulator, String> {
-        // TODO(hubspot): a stateful simulator of Hubspot's API with the real wire shapes:
-        // `Simulator::start(handler)` where the handler (a closure over shared state taking a
-        // `&RecordedRequest` and returning a `SimResponse`) serves lookup, create, update and
-        // the health-check endpoint.
-        Err("TODO(hubspot): simulate the Hubspot API for the push and health tests".into())
+        let sim = HubSpotSim::start(HubSpotSimOptions::new(TOKEN, CLIENT_SECRET))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(sim.into_simulator())
     }
 
     async fn records(&self, simulator: &Simulator, email: &str) -> Result<Vec<Value>, String> {
-        // TODO(hubspot): the records the simulator holds for `email`, as JSON.
-        let _ = simulator;
-        Err(format!(
-            "TODO(hubspot): list the simulator's records for {email}"
-        ))
+        let path = format!(
+            "/crm/v3/objects/contacts/{}?idProperty=email&properties=email,firstname,referral_code",
+            email.replace('+', "%2B").replace('@', "%40")
+        );
+        let request = WebhookRequest {
+            method: "GET".into(),
+            ..WebhookRequest::default()
+        }
+        .with_header("Authorization", format!("Bearer {TOKEN}"));
+        let (status, body) = send_webhook(&simulator.url(&path), &request)
+            .await
+            .map_err(|e| e.to_string())?;
+        match status {
+            200 => Ok(vec![
+                serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?,
+            ]),
+            404 => Ok(Vec::new()),
+            _ => Err(format!(
+                "GET {path}: HTTP {status} {}",
+                String::from_utf8_lossy(&body)
+            )),
+        }
+    }
+
+    fn rules(&self) -> Vec<RuleSpec> {
+        [
+            r#"{"rule":"deal_won"}"#,
+            r#"{"rule":"deal_stage_changed","to":"contractsent"}"#,
+            r#"{"rule":"lead_converted"}"#,
+        ]
+        .iter()
+        .map(|r| serde_json::from_str(r).expect("rule spec"))
+        .collect()
+    }
+
+    fn one_record_per_email(&self) -> Option<&'static str> {
+        Some("HubSpot keeps one contact per email")
     }
 }
 
-refsync_testkit::conformance_main!(HubspotHarness);
+refsync_testkit::conformance_main!(HubSpotHarness);
