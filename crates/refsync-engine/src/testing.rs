@@ -1,9 +1,31 @@
 //! End-to-end test support (feature `testing`): an engine served over loopback, as
 //! `refsync serve` runs it, with a `settle` that drives its workers until nothing is left.
 
-use chrono::Utc;
+use std::path::Path;
+use std::sync::Arc;
 
-use crate::Engine;
+use chrono::Utc;
+use refsync_core::ReferralPlatform;
+
+use crate::config::EngineConfig;
+use crate::store::open_store;
+use crate::{Engine, Instance};
+
+/// An engine with default settings, its store an SQLite file (`<dir>/engine.db`), serving
+/// `instances` and qualifying on `platform`.
+///
+/// # Panics
+/// When the store cannot be opened or the instances are invalid (a test set-up error).
+pub async fn sqlite_engine(
+    dir: &Path,
+    platform: Arc<dyn ReferralPlatform>,
+    instances: Vec<Instance>,
+) -> Engine {
+    let store = open_store(&format!("sqlite://{}", dir.join("engine.db").display()))
+        .await
+        .expect("open the engine store");
+    Engine::with_parts(store, platform, instances, EngineConfig::default()).expect("engine")
+}
 
 /// An [`Engine`] whose router listens on `127.0.0.1` (an ephemeral port) until dropped.
 #[derive(Debug)]

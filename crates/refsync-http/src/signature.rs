@@ -332,6 +332,16 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
         .find_map(|engine| engine.decode(s).ok())
 }
 
+/// Lower-case hex SHA-256 of `parts` concatenated — unkeyed digests some vendors sign with
+/// (HubSpot v1: `secret + body`; v2: `secret + method + URL + body`).
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    to_hex(&hasher.finalize())
+}
+
 pub(crate) fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
@@ -374,6 +384,14 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
+
+    #[test]
+    fn sha256_hex_concatenates_its_parts() {
+        // FIPS 180-2 example: SHA-256("abc").
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(sha256_hex(&[b"abc"]), abc);
+        assert_eq!(sha256_hex(&[b"a", b"", b"bc"]), abc);
+    }
 
     // RFC 4231 test case 2.
     const RFC4231_KEY: &[u8] = b"Jefe";

@@ -43,9 +43,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use refsync_core::{
     Change, CrmEvent, Error, EventObject, ObjectKind, Result, Secret, Verification, WebhookRequest,
 };
-use refsync_http::signature::{SignatureEncoding, constant_time_eq, verify_hmac_sha256};
+use refsync_http::signature::{
+    SignatureEncoding, constant_time_eq, sha256_hex, verify_hmac_sha256,
+};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::NAME;
 
@@ -341,22 +342,9 @@ fn decode_signed_characters(uri: &str) -> String {
 
 /// v1 / v2: `provided` (hex, any case) against hex(SHA-256(secret + content)), in constant time.
 fn sha256_hex_matches(secret: &str, content: &[u8], provided: &str) -> bool {
-    let mut hasher = Sha256::new();
-    hasher.update(secret.as_bytes());
-    hasher.update(content);
-    let expected = to_hex(&hasher.finalize());
+    let expected = sha256_hex(&[secret.as_bytes(), content]);
     let provided = provided.trim().to_ascii_lowercase();
     constant_time_eq(expected.as_bytes(), provided.as_bytes())
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
 }
 
 /// The first value of header `name`, trimmed, when not blank.

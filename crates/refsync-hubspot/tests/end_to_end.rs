@@ -13,14 +13,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use refsync_core::{
-    CampaignRef, DuplicatePolicy, FieldMapping, NewUser, ObjectKind, PushSpec, ReferredUser,
-    ReferrerRef, Registry, RuleSpec,
+    CampaignRef, DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, ReferredUser, Registry,
+    RuleSpec,
 };
-use refsync_engine::config::EngineConfig;
-use refsync_engine::store::open_store;
-use refsync_engine::testing::LoopbackEngine;
-use refsync_engine::{Engine, Instance, PushRequest};
-use refsync_ledger::{Ledger, NewCampaign, User};
+use refsync_engine::testing::{LoopbackEngine, sqlite_engine};
+use refsync_engine::{Instance, PushRequest};
+use refsync_ledger::testing::Friends;
+use refsync_ledger::{Ledger, User};
 use refsync_testkit::hubspot::{HubSpotSim, HubSpotSimOptions, OutgoingBatch};
 use refsync_testkit::openapi::OpenApi;
 use serde_json::{Value, json};
@@ -60,44 +59,12 @@ impl Default for Setup {
 
 async fn world(setup: Setup) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&format!(
-        "sqlite://{}",
-        dir.path().join("engine.db").display()
-    ))
-    .await
-    .unwrap();
-    let ledger = Ledger::open(&format!(
-        "sqlite://{}",
-        dir.path().join("ledger.db").display()
-    ))
-    .await
-    .unwrap();
-    let campaign = ledger
-        .create_campaign(&NewCampaign {
-            name: "Spring friends".into(),
-            link_base_url: None,
-        })
-        .await
-        .unwrap()
-        .id;
-    let new_user = |name: &str, email: &str, referrer| NewUser {
-        campaign_id: campaign.to_string(),
-        first_name: name.into(),
-        email: email.into(),
-        referrer,
-        meta: BTreeMap::new(),
-        notify: false,
-    };
-    let ann = ledger
-        .add_user(&new_user("Ann", "ann@example.com", None))
-        .await
-        .unwrap();
-    let bob = ledger
-        .add_user(&new_user(
-            "Bob",
-            "bob@example.com",
-            Some(ReferrerRef::Code(ann.code.clone())),
-        ))
+    let Friends {
+        ledger,
+        campaign,
+        bob,
+        ..
+    } = Friends::open(dir.path(), "Spring friends", &[], "bob@example.com")
         .await
         .unwrap();
 
@@ -157,13 +124,7 @@ async fn world(setup: Setup) -> World {
         Some(campaign.to_string()),
         Some(push),
     );
-    let engine = Engine::with_parts(
-        store,
-        Arc::new(ledger.clone()),
-        vec![instance],
-        EngineConfig::default(),
-    )
-    .unwrap();
+    let engine = sqlite_engine(dir.path(), Arc::new(ledger.clone()), vec![instance]).await;
     let live = LoopbackEngine::serve_on(listener, engine).unwrap();
     sim.set_target_url(&hook);
     World {

@@ -8,6 +8,8 @@ mod model;
 mod normalize;
 mod platform;
 mod query;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use db::{Backend, redact_url as redact_database_url};
 pub use ledger::{DEFAULT_DATABASE_URL, Ledger, LedgerSettings};

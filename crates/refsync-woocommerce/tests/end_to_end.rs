@@ -13,14 +13,13 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use refsync_core::{
-    CampaignRef, DuplicatePolicy, FieldMapping, NewUser, ObjectKind, PushSpec, ReferredUser,
-    Referrer, ReferrerRef, Registry, RuleSpec,
+    CampaignRef, DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, ReferredUser, Referrer,
+    Registry, RuleSpec,
 };
-use refsync_engine::config::EngineConfig;
-use refsync_engine::store::open_store;
-use refsync_engine::testing::LoopbackEngine;
-use refsync_engine::{Engine, Instance, PushRequest};
-use refsync_ledger::{Ledger, NewCampaign, User};
+use refsync_engine::testing::{LoopbackEngine, sqlite_engine};
+use refsync_engine::{Instance, PushRequest};
+use refsync_ledger::testing::Friends;
+use refsync_ledger::{Ledger, User};
 use refsync_testkit::sim::send_webhook;
 use refsync_testkit::woocommerce::{NewOrder, OutgoingWebhook, WooSim, WooSimOptions};
 use serde_json::{Value, json};
@@ -65,51 +64,13 @@ impl Default for Setup {
 
 async fn world(setup: Setup) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&format!(
-        "sqlite://{}",
-        dir.path().join("engine.db").display()
-    ))
-    .await
-    .unwrap();
-    let ledger = Ledger::open(&format!(
-        "sqlite://{}",
-        dir.path().join("ledger.db").display()
-    ))
-    .await
-    .unwrap();
-    let campaign = ledger
-        .create_campaign(&NewCampaign {
-            name: "Spring friends".into(),
-            link_base_url: None,
-        })
-        .await
-        .unwrap()
-        .id;
-    if !setup.ledger_coupons.is_empty() {
-        ledger
-            .add_coupons(campaign, &setup.ledger_coupons)
-            .await
-            .unwrap();
-    }
-    let new_user = |name: &str, email: &str, referrer| NewUser {
-        campaign_id: campaign.to_string(),
-        first_name: name.into(),
-        email: email.into(),
-        referrer,
-        meta: BTreeMap::new(),
-        notify: false,
-    };
-    let ann = ledger
-        .add_user(&new_user("Ann", "ann@example.com", None))
-        .await
-        .unwrap();
     let email = "bob+referral1@example.com".to_owned();
-    let bob = ledger
-        .add_user(&new_user(
-            "Bob",
-            &email,
-            Some(ReferrerRef::Code(ann.code.clone())),
-        ))
+    let Friends {
+        ledger,
+        campaign,
+        bob,
+        ..
+    } = Friends::open(dir.path(), "Spring friends", &setup.ledger_coupons, &email)
         .await
         .unwrap();
 
@@ -164,13 +125,7 @@ async fn world(setup: Setup) -> World {
         Some(campaign.to_string()),
         Some(push),
     );
-    let engine = Engine::with_parts(
-        store,
-        Arc::new(ledger.clone()),
-        vec![instance],
-        EngineConfig::default(),
-    )
-    .unwrap();
+    let engine = sqlite_engine(dir.path(), Arc::new(ledger.clone()), vec![instance]).await;
     let live = LoopbackEngine::serve(engine).await.unwrap();
     let hook = live.hook_url(INSTANCE);
     World {

@@ -7,6 +7,7 @@ use refsync_http::signature::hmac_sha256_base64;
 use serde_json::json;
 
 use super::*;
+use sha2::Digest;
 
 // ---------------------------------------------------------------- fixtures and helpers
 
@@ -60,12 +61,13 @@ fn official_v3() -> WebhookRequest {
         .with_header("X-HubSpot-Request-Timestamp", V3_TS.to_string())
 }
 
+/// SHA-256 hex computed here with sha2, independently of refsync-http's helper.
 fn sha256_hex(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
+    let mut h = sha2::Sha256::new();
     for p in parts {
         h.update(p);
     }
-    to_hex(&h.finalize())
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// v3 signature of (method, uri, body, timestamp) under `secret`.
