@@ -212,9 +212,12 @@ pub struct WorkerConfig {
     /// Jobs processed at the same time (default 4).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Push jobs a sender claims at once (default 100). Those of one instance go to the
-    /// connector together, so connectors with batch endpoints (HubSpot) send them in a few
-    /// calls: pushes that arrive close together are coalesced.
+    /// Push jobs a sender claims at once when an instance pushes through a connector with batch
+    /// endpoints (HubSpot; default 100). Those of one instance go to the connector together, so
+    /// pushes that arrive close together are coalesced into a few calls. Pushes of other
+    /// instances claimed with them run one after the other within `job_lease_secs`: lower this
+    /// when such pushes are slow. Without a batching connector, pushes are claimed like other
+    /// jobs (`concurrency`).
     #[serde(default = "default_push_batch")]
     pub push_batch: usize,
     /// How long a worker holds a claimed delivery, in seconds (default 120). When a process

@@ -239,6 +239,17 @@ impl Engine {
             .cloned()
     }
 
+    /// Whether some instance pushes through a connector with batch endpoints (then pushes are
+    /// claimed `push_batch` at a time).
+    pub(crate) fn pushes_in_batches(&self) -> bool {
+        self.inner
+            .instances
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|i| i.push.is_some() && i.connector.info().capabilities.batching)
+    }
+
     /// Adds or replaces an instance (e.g. after a config fix, before replaying its dead
     /// letters). Work already claimed keeps the old one.
     pub fn set_instance(&self, instance: Instance) {

@@ -111,10 +111,16 @@ impl Engine {
     pub async fn send_jobs_once(&self, now: DateTime<Utc>) -> Result<usize> {
         let w = &self.inner.config.worker;
         let limit = i64::try_from(w.concurrency.max(1)).unwrap_or(4);
-        let push_limit = i64::try_from(w.push_batch.max(1)).unwrap_or(100);
+        // With a batching connector, pushes up to `push_batch` in all: those of one instance go
+        // to the connector together (one call per 100 for HubSpot). Without one, as many as any
+        // other job: they would be pushed one after the other within one lease.
+        let push_limit = if self.pushes_in_batches() {
+            i64::try_from(w.push_batch.max(1)).unwrap_or(100)
+        } else {
+            limit
+        };
         let store = &self.inner.store;
-        // Up to `concurrency` jobs of any kind, then pushes up to `push_batch` in all: those of
-        // one instance go to the connector together (one call per 100 for HubSpot).
+        // Up to `concurrency` jobs of any kind, then pushes up to `push_limit` in all.
         let mut jobs = store
             .claim(&self.inner.worker_id, &[], now, limit, w.job_lease())
             .await?;

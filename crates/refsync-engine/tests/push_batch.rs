@@ -18,6 +18,8 @@ use refsync_ledger::Ledger;
 /// Records the size of every `push_referrals` call; refuses emails without `@`.
 #[derive(Debug, Default)]
 struct Batching {
+    /// Whether it declares the `batching` capability.
+    batching: bool,
     calls: Mutex<Vec<usize>>,
 }
 
@@ -30,6 +32,7 @@ impl Connector for Batching {
             api_version: "test",
             capabilities: Capabilities {
                 push: true,
+                batching: self.batching,
                 ..Capabilities::NONE
             },
             required_mappings: &[],
@@ -84,12 +87,16 @@ fn user(code: &str, email: &str) -> ReferredUser {
     .unwrap()
 }
 
-#[tokio::test]
-async fn pushes_claimed_together_go_in_one_batch_and_fail_one_by_one() {
+/// An engine with push_batch 5 and concurrency 1, and 7 pushes enqueued (the third with a bad
+/// email).
+async fn engine_with_pushes(batching: bool) -> (Engine, Arc<Batching>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("e.db").display());
     let store = open_store(&url).await.unwrap();
-    let connector = Arc::new(Batching::default());
+    let connector = Arc::new(Batching {
+        batching,
+        ..Batching::default()
+    });
     let spec = PushSpec {
         object: ObjectKind::Contact,
         fields: FieldMapping::default(),
@@ -120,6 +127,13 @@ async fn pushes_claimed_together_go_in_one_batch_and_fail_one_by_one() {
         };
         engine.enqueue_push(req, now).await.unwrap();
     }
+    (engine, connector, dir)
+}
+
+#[tokio::test]
+async fn pushes_claimed_together_go_in_one_batch_and_fail_one_by_one() {
+    let (engine, connector, _dir) = engine_with_pushes(true).await;
+    let now = Utc::now();
     // A round claims up to `concurrency` jobs of any kind, then pushes up to `push_batch` in
     // all; the pushes it holds go to the connector in one call.
     assert_eq!(engine.send_jobs_once(now).await.unwrap(), 5);
@@ -140,4 +154,14 @@ async fn pushes_claimed_together_go_in_one_batch_and_fail_one_by_one() {
     let links = engine.store().links_by_referral("code:R0").await.unwrap();
     assert_eq!(links.len(), 1);
     assert_eq!(links[0].object.id, "c-R0");
+}
+
+#[tokio::test]
+async fn without_a_batching_connector_pushes_are_claimed_like_other_jobs() {
+    let (engine, connector, _dir) = engine_with_pushes(false).await;
+    let now = Utc::now();
+    // `concurrency` (1) per round, each pushed alone.
+    assert_eq!(engine.send_jobs_once(now).await.unwrap(), 1);
+    assert_eq!(engine.send_jobs_once(now).await.unwrap(), 1);
+    assert_eq!(*connector.calls.lock().unwrap(), [1, 1]);
 }
