@@ -8,6 +8,8 @@ pub use refsync_hubspot as hubspot;
 pub use refsync_pipedrive as pipedrive;
 #[cfg(feature = "woocommerce")]
 pub use refsync_woocommerce as woocommerce;
+#[cfg(feature = "zoho")]
+pub use refsync_zoho as zoho;
 
 /// Registers every connector compiled into this build (one cargo feature each).
 pub fn install_default_connectors(registry: &mut refsync_core::Registry) {
@@ -19,5 +21,7 @@ pub fn install_default_connectors(registry: &mut refsync_core::Registry) {
     refsync_pipedrive::register(registry);
     #[cfg(feature = "woocommerce")]
     refsync_woocommerce::register(registry);
+    #[cfg(feature = "zoho")]
+    refsync_zoho::register(registry);
     let _ = registry;
 }
