@@ -391,6 +391,7 @@ struct Inner {
     limiter: Option<RateLimiter>,
     retry: RetryPolicy,
     timeout: Duration,
+    token_scheme: &'static str,
 }
 
 impl fmt::Debug for HttpClient {
@@ -417,6 +418,7 @@ pub struct HttpClientBuilder {
     retry: RetryPolicy,
     user_agent: String,
     default_headers: Vec<(String, String)>,
+    token_scheme: &'static str,
 }
 
 impl fmt::Debug for HttpClientBuilder {
@@ -430,6 +432,13 @@ impl fmt::Debug for HttpClientBuilder {
 }
 
 impl HttpClientBuilder {
+    /// The scheme of the `Authorization` header for [`Auth::Bearer`] and [`Auth::OAuth2`]
+    /// tokens (default `Bearer`; Zoho wants `Zoho-oauthtoken`).
+    #[must_use]
+    pub fn token_scheme(mut self, scheme: &'static str) -> Self {
+        self.token_scheme = scheme;
+        self
+    }
     /// The base URL that request paths are joined to (`https://api.pipedrive.com/v1`). Must be
     /// http(s). Without one, every request path must be an absolute URL.
     #[must_use]
@@ -542,6 +551,7 @@ impl HttpClientBuilder {
                 limiter: self.limiter,
                 retry: self.retry,
                 timeout: self.timeout,
+                token_scheme: self.token_scheme,
             }),
         })
     }
@@ -574,6 +584,7 @@ impl HttpClient {
             retry: RetryPolicy::default(),
             user_agent: concat!("refsync/", env!("CARGO_PKG_VERSION")).to_owned(),
             default_headers: Vec::new(),
+            token_scheme: "Bearer",
         }
     }
 
@@ -699,7 +710,9 @@ impl HttpClient {
         let mut auth_header: Option<HeaderValue> = None;
         match &inner.auth {
             Auth::None | Auth::Basic { .. } => {}
-            Auth::Bearer(token) => auth_header = Some(bearer(token).map_err(ctx)?),
+            Auth::Bearer(token) => {
+                auth_header = Some(bearer(inner.token_scheme, token).map_err(ctx)?);
+            }
             Auth::Header { .. } => {}
             Auth::Query { name, value } => {
                 url.query_pairs_mut().append_pair(name, value.expose());
@@ -742,7 +755,7 @@ impl HttpClient {
             }
             Auth::OAuth2(tm) => {
                 let token = tm.access_token().await.map_err(ctx)?;
-                auth_header = Some(bearer(&token).map_err(ctx)?);
+                auth_header = Some(bearer(inner.token_scheme, &token).map_err(ctx)?);
                 oauth_sent = Some(token);
             }
         }
@@ -986,10 +999,11 @@ fn prepare_body(req: &ApiRequest) -> Result<Option<PreparedBody>> {
     })
 }
 
-fn bearer(token: &Secret) -> Result<HeaderValue> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-        Error::config("the bearer token contains characters not allowed in a header")
-    })?;
+fn bearer(scheme: &str, token: &Secret) -> Result<HeaderValue> {
+    let mut value =
+        HeaderValue::from_str(&format!("{scheme} {}", token.expose())).map_err(|_| {
+            Error::config("the bearer token contains characters not allowed in a header")
+        })?;
     value.set_sensitive(true);
     Ok(value)
 }

@@ -382,6 +382,15 @@ async fn auth_and_bodies_on_the_wire() {
         .send(ApiRequest::get("persons").query("term", "a b"))
         .await
         .unwrap();
+    HttpClient::builder("zoho")
+        .base_url(server.url.clone())
+        .auth(Auth::Bearer(Secret::new("z0h0")))
+        .token_scheme("Zoho-oauthtoken")
+        .build()
+        .unwrap()
+        .send(ApiRequest::get("/crm/v8/Leads"))
+        .await
+        .unwrap();
     make(Auth::Basic {
         user: "u".into(),
         password: Secret::new("p"),
@@ -410,7 +419,9 @@ async fn auth_and_bodies_on_the_wire() {
     .await
     .unwrap();
 
-    let seen = seen.lock().unwrap();
+    let mut seen = seen.lock().unwrap();
+    let (_, zoho, _) = seen.remove(1);
+    assert_eq!(zoho["authorization"], "Zoho-oauthtoken z0h0");
     let (uri, h, _) = &seen[0];
     assert_eq!(uri, "/v1/persons?term=a+b");
     assert_eq!(h["authorization"], "Bearer tok");
