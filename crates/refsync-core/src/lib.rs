@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
+pub mod batch;
 mod connector;
 mod domain;
 mod error;

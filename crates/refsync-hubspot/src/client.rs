@@ -8,7 +8,7 @@
 //! search API is never used: its index lags behind writes and it is limited to 5 requests per
 //! second.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -546,37 +546,5 @@ impl Client {
         )
         .await?;
         Ok(())
-    }
-}
-
-/// Splits `items` into rounds in which no key repeats (a batch may not name a record twice),
-/// keeping each round in order.
-pub(crate) fn rounds_by_key<T>(items: Vec<T>, key: impl Fn(&T) -> String) -> Vec<Vec<T>> {
-    let mut rounds: Vec<(HashSet<String>, Vec<T>)> = Vec::new();
-    for item in items {
-        let k = key(&item);
-        match rounds.iter_mut().find(|(keys, _)| !keys.contains(&k)) {
-            Some((keys, round)) => {
-                keys.insert(k);
-                round.push(item);
-            }
-            None => rounds.push((HashSet::from([k]), vec![item])),
-        }
-    }
-    rounds.into_iter().map(|(_, r)| r).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rounds_never_repeat_a_key_and_keep_order() {
-        let r = rounds_by_key(vec!["a", "b", "A", "c", "a", "a"], |s| s.to_lowercase());
-        assert_eq!(
-            r,
-            vec![vec!["a", "b", "c"], vec!["A"], vec!["a"], vec!["a"]]
-        );
-        assert!(rounds_by_key(Vec::<&str>::new(), |s| s.to_string()).is_empty());
     }
 }

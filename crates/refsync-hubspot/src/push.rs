@@ -19,7 +19,9 @@ use refsync_core::{
 };
 
 use crate::NAME;
-use crate::client::{Client, ObjectType, UpsertInput, rounds_by_key};
+use refsync_core::batch::rounds_by_key;
+
+use crate::client::{Client, ObjectType, UpsertInput};
 use crate::config::{Config, MAX_BATCH};
 use crate::mapping::{self, Properties, Target};
 
