@@ -65,6 +65,21 @@ pub trait Harness: Send + Sync + 'static {
     fn one_record_per_email(&self) -> Option<&'static str> {
         None
     }
+
+    /// The path prefix of the CRM API on the simulator, when other endpoints share its base URL
+    /// (Zoho's token endpoint): the suite then injects faults only there, and counts only those
+    /// requests as writes. `None` (default): every path is the API.
+    fn api_path_prefix(&self) -> Option<&'static str> {
+        None
+    }
+}
+
+/// `rule` limited to the harness's API paths.
+fn on_api<H: Harness>(harness: &H, rule: FaultRule) -> FaultRule {
+    match harness.api_path_prefix() {
+        Some(prefix) => rule.on("*", prefix),
+        None => rule,
+    }
 }
 
 /// Runs the conformance suite for `$harness` on `tests/fixtures` of the calling crate.
@@ -615,10 +630,11 @@ fn secrets_absent<H: Harness>(ctx: &Ctx<H>) -> TestResult {
             let rt = rt();
             rt.block_on(async {
                 let sim = ctx.harness.simulator().await.map_err(fail)?;
-                sim.inject(
+                sim.inject(on_api(
+                    &*ctx.harness,
                     // A careless server that echoes every credential it received.
                     FaultRule::new(Fault::Echo { status: 401 }).always(),
-                );
+                ));
                 let conn = ctx.build(&ctx.harness.settings(Some(&sim.base_url())))?;
                 if let Ok(spec) = ctx.harness.push_spec() {
                     if let Err(e) = conn.push_referral(&test_user("secrets"), &spec).await {
@@ -1238,6 +1254,11 @@ fn push_missing_mapping<H: Harness>(ctx: &Ctx<H>) -> TestResult {
                 .requests()
                 .into_iter()
                 .filter(|r| r.method != "GET")
+                .filter(|r| {
+                    ctx.harness
+                        .api_path_prefix()
+                        .is_none_or(|p| r.path.starts_with(p))
+                })
                 .collect();
             if !writes.is_empty() {
                 return Err(fail(format!(
@@ -1265,7 +1286,7 @@ fn error_mapping<H: Harness>(ctx: &Ctx<H>, status: u16, kind: &str) -> TestResul
                 body: json!({"error": "injected by the conformance suite", "message": format!("injected {status}")}).to_string().into_bytes(),
             },
         };
-        env.sim.inject(FaultRule::new(fault).always());
+        env.sim.inject(on_api(&*ctx.harness, FaultRule::new(fault).always()));
         let err = match env.conn.push_referral(&test_user(&format!("err{status}")), &env.spec).await {
             Ok(o) => return Err(fail(format!("push succeeded although every call answered {status}: {o:?}"))),
             Err(e) => e,
@@ -1301,14 +1322,15 @@ fn health_ok<H: Harness>(ctx: &Ctx<H>) -> TestResult {
 fn health_unauthorized<H: Harness>(ctx: &Ctx<H>) -> TestResult {
     rt().block_on(async {
         let sim = ctx.harness.simulator().await.map_err(fail)?;
-        sim.inject(
+        sim.inject(on_api(
+            &*ctx.harness,
             FaultRule::new(Fault::Status {
                 status: 401,
                 headers: vec![],
                 body: br#"{"error":"invalid token"}"#.to_vec(),
             })
             .always(),
-        );
+        ));
         let conn = ctx.build(&ctx.harness.settings(Some(&sim.base_url())))?;
         match conn.health_check().await {
             Ok(()) => Err(fail("health_check passed although the CRM answered 401")),

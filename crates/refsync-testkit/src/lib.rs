@@ -9,3 +9,4 @@ pub mod pipedrive;
 pub mod services;
 pub mod sim;
 pub mod woocommerce;
+pub mod zoho;

@@ -78,6 +78,28 @@ impl Default for SimOptions {
 pub trait SimHandler: Send + Sync + 'static {
     /// Answers `req`. Called once per request that is not faulted (see [`Fault`]).
     fn handle(&self, req: &RecordedRequest) -> SimResponse;
+
+    /// Called for every recorded request as soon as it has been read, before faults (and their
+    /// latency) apply and before [`SimHandler::handle`]; each call is paired with one
+    /// [`SimHandler::finished`] for the same request once its answer is produced or it is
+    /// dropped. Lets a handler count the requests in flight (e.g. a vendor's concurrency
+    /// limit). Does nothing by default.
+    fn started(&self, _req: &RecordedRequest) {}
+
+    /// The end of a request announced by [`SimHandler::started`]. Does nothing by default.
+    fn finished(&self, _req: &RecordedRequest) {}
+}
+
+/// Calls [`SimHandler::finished`] when dropped (also when the request future is cancelled).
+struct InFlight<'a> {
+    handler: &'a dyn SimHandler,
+    req: &'a RecordedRequest,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.handler.finished(self.req);
+    }
 }
 
 impl<F> SimHandler for F
@@ -611,6 +633,11 @@ async fn handle_request(
     };
     recorded.body = body.to_vec();
     lock(&shared.log).push(recorded.clone());
+    shared.handler.started(&recorded);
+    let _in_flight = InFlight {
+        handler: shared.handler.as_ref(),
+        req: &recorded,
+    };
 
     let fault = {
         let mut faults = lock(&shared.faults);
