@@ -19,7 +19,13 @@ fn default_registry_has_every_facade_connector() {
     let names: Vec<&str> = registry.connectors().map(|c| c.info.name).collect();
     assert_eq!(
         names,
-        ["generic-webhook", "hubspot", "pipedrive", "woocommerce"]
+        [
+            "generic-webhook",
+            "hubspot",
+            "pipedrive",
+            "woocommerce",
+            "zoho"
+        ]
     );
     let platforms: Vec<&str> = registry.platforms().map(|p| p.name).collect();
     assert_eq!(platforms, ["ledger", "referral-factory"]);

@@ -468,3 +468,47 @@ fn inspect_verifies_hubspot_v3_signatures_on_real_deliveries() {
         assert!(!err.contains(&sign(HUBSPOT_SECRET)), "{err}");
     }
 }
+
+#[test]
+fn inspect_turns_the_official_zoho_notification_into_a_lead_event() {
+    let config = root()
+        .join("examples/zoho/instance.toml")
+        .display()
+        .to_string();
+    let fixture =
+        root().join("crates/refsync-zoho/tests/fixtures/notification_callback_leads_insert.json");
+    let path = fixture.display().to_string();
+    let out = refsync(&["inspect", "--connector", "zoho", "--config", &config, &path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["events"][0]["object"]["kind"], "lead");
+    assert_eq!(v["events"][0]["object"]["id"], "5725767000003000064");
+    assert_eq!(v["events"][0]["change"]["type"], "created");
+    // The same body with another token: refused, exit 1, the configured token not printed.
+    let body = std::fs::read_to_string(&fixture).unwrap().replace(
+        "TOKEN_FOR_VERIFICATION_OF_1000000068001",
+        "forged-token-0123456789",
+    );
+    let forged =
+        std::env::temp_dir().join(format!("refsync-zoho-forged-{}.json", std::process::id()));
+    std::fs::write(&forged, body).unwrap();
+    let forged_path = forged.display().to_string();
+    let out = refsync(&[
+        "inspect",
+        "--connector",
+        "zoho",
+        "--config",
+        &config,
+        &forged_path,
+    ]);
+    let _ = std::fs::remove_file(&forged);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token mismatch"), "{err}");
+    assert!(!err.contains("TOKEN_FOR_VERIFICATION"), "{err}");
+}
