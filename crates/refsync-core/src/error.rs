@@ -156,6 +156,20 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         self.retryable.unwrap_or_else(|| self.kind.is_retryable())
     }
+    /// The same error without its source (which cannot be cloned): for reporting one failure
+    /// as the failure of each item of a batch.
+    #[must_use]
+    pub fn detached(&self) -> Error {
+        Error {
+            kind: self.kind.clone(),
+            message: self.message.clone(),
+            connector: self.connector.clone(),
+            operation: self.operation,
+            retryable: self.retryable,
+            source: None,
+        }
+    }
+
     /// How long the upstream asked us to wait, for [`ErrorKind::RateLimited`].
     pub fn retry_after(&self) -> Option<Duration> {
         match self.kind {

@@ -19,16 +19,11 @@ use refsync_core::{
 };
 
 use crate::NAME;
-use refsync_core::batch::rounds_by_key;
+use refsync_core::batch::{Indexed, or_one_by_one, rounds_by_key};
 
 use crate::client::{Client, ObjectType, UpsertInput};
 use crate::config::{Config, MAX_BATCH};
 use crate::mapping::{self, Properties, Target};
-
-/// The same error, for each of several referrals.
-fn replicate(e: &Error) -> Error {
-    Error::new(e.kind().clone(), e.message().to_owned()).with_connector(NAME)
-}
 
 /// Pushes `users` with `spec`: one result per user, in order.
 pub(crate) async fn push_many(
@@ -46,7 +41,7 @@ pub(crate) async fn push_many(
     .await;
     let target = match prepared {
         Ok(t) => t,
-        Err(e) => return users.iter().map(|_| Err(replicate(&e))).collect(),
+        Err(e) => return users.iter().map(|_| Err(e.detached())).collect(),
     };
     let mut items = Vec::new();
     for (i, user) in users.iter().enumerate() {
@@ -58,7 +53,11 @@ pub(crate) async fn push_many(
     // A batch may name an email once: repeated emails go to later rounds.
     for round in rounds_by_key(items, |(_, p)| p.email.clone()) {
         for chunk in round.chunks(MAX_BATCH) {
-            for (i, r) in push_chunk_or_each(client, config, chunk, target, spec.duplicates).await {
+            let written = or_one_by_one(chunk, |c| {
+                push_chunk(client, config, c, target, spec.duplicates)
+            })
+            .await;
+            for (i, r) in written {
                 results[i] = Some(r);
             }
         }
@@ -67,37 +66,6 @@ pub(crate) async fn push_many(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(Error::unexpected("push result missing"))))
         .collect()
-}
-
-/// One chunk; a chunk refused as a whole for its content is retried one referral per call.
-async fn push_chunk_or_each(
-    client: &Client,
-    config: &Config,
-    chunk: &[(usize, Properties)],
-    target: Target,
-    policy: DuplicatePolicy,
-) -> Vec<(usize, Result<PushOutcome>)> {
-    match push_chunk(client, config, chunk, target, policy).await {
-        Ok(r) => r,
-        Err(e)
-            if chunk.len() > 1
-                && matches!(e.kind(), ErrorKind::Validation | ErrorKind::Conflict) =>
-        {
-            tracing::warn!(connector = NAME, error = %e, n = chunk.len(), "HubSpot refused a batch; pushing its referrals one by one");
-            let mut out = Vec::with_capacity(chunk.len());
-            for one in chunk.chunks(1) {
-                match push_chunk(client, config, one, target, policy).await {
-                    Ok(r) => out.extend(r),
-                    Err(e) => out.push((one[0].0, Err(e))),
-                }
-            }
-            out
-        }
-        Err(e) => chunk
-            .iter()
-            .map(|(i, _)| (*i, Err(replicate(&e))))
-            .collect(),
-    }
 }
 
 /// Checks that every property the push writes exists (creating it when allowed), and that the
@@ -174,7 +142,7 @@ async fn push_chunk(
     chunk: &[(usize, Properties)],
     target: Target,
     policy: DuplicatePolicy,
-) -> Result<Vec<(usize, Result<PushOutcome>)>> {
+) -> Result<Indexed<PushOutcome>> {
     // email → (action, contact id), or the error of that referral.
     let mut contacts: HashMap<String, Result<(PushAction, String)>> = HashMap::new();
     let upsert_only = policy == DuplicatePolicy::UpdateExisting

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 
-use refsync_core::batch::rounds_by_key;
+use refsync_core::batch::{Indexed, or_one_by_one, rounds_by_key};
 use refsync_core::{
     CrmObjectRef, DuplicatePolicy, Error, ErrorKind, ObjectKind, PushAction, PushOutcome, PushSpec,
     ReferredUser, Result,
@@ -24,10 +24,6 @@ use crate::client::{Client, Written, text};
 use crate::config::{Config, MAX_BATCH};
 use crate::mapping::{self, Record};
 use crate::{INFO, NAME};
-
-fn replicate(e: &Error) -> Error {
-    Error::new(e.kind().clone(), e.message().to_owned()).with_connector(NAME)
-}
 
 /// What a push of one module needs: API names.
 struct Plan {
@@ -76,11 +72,11 @@ pub(crate) async fn push_many(
 ) -> Vec<Result<PushOutcome>> {
     // Checked before any call (even the token's), so an invalid push never writes.
     if let Err(e) = spec.fields.check_required(INFO.required_mappings) {
-        return users.iter().map(|_| Err(replicate(&e))).collect();
+        return users.iter().map(|_| Err(e.detached())).collect();
     }
     let plan = match plan(client, config, spec).await {
         Ok(p) => p,
-        Err(e) => return users.iter().map(|_| Err(replicate(&e))).collect(),
+        Err(e) => return users.iter().map(|_| Err(e.detached())).collect(),
     };
     let mut results: Vec<Option<Result<PushOutcome>>> = users.iter().map(|_| None).collect();
     let mut items = Vec::new();
@@ -101,27 +97,8 @@ pub(crate) async fn push_many(
     let rounds = rounds_by_key(items, |(_, r)| r.key.to_lowercase());
     for round in rounds {
         for chunk in round.chunks(MAX_BATCH) {
-            let outcome = match push_chunk(client, &plan, chunk, spec.duplicates).await {
-                Ok(r) => r,
-                Err(e)
-                    if chunk.len() > 1
-                        && matches!(e.kind(), ErrorKind::Validation | ErrorKind::Conflict) =>
-                {
-                    tracing::warn!(connector = NAME, error = %e, n = chunk.len(), "Zoho refused a batch; pushing its referrals one by one");
-                    let mut out = Vec::new();
-                    for one in chunk.chunks(1) {
-                        match push_chunk(client, &plan, one, spec.duplicates).await {
-                            Ok(r) => out.extend(r),
-                            Err(e) => out.push((one[0].0, Err(e))),
-                        }
-                    }
-                    out
-                }
-                Err(e) => chunk
-                    .iter()
-                    .map(|(i, _)| (*i, Err(replicate(&e))))
-                    .collect(),
-            };
+            let outcome =
+                or_one_by_one(chunk, |c| push_chunk(client, &plan, c, spec.duplicates)).await;
             for (i, r) in outcome {
                 results[i] = Some(r);
             }
@@ -160,7 +137,7 @@ async fn write(
     records: &[(usize, Map<String, Value>)],
     check: Option<&str>,
     action: impl Fn(bool) -> PushAction,
-) -> Result<Vec<(usize, Result<PushOutcome>)>> {
+) -> Result<Indexed<PushOutcome>> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
@@ -186,7 +163,7 @@ async fn push_chunk(
     plan: &Plan,
     chunk: &[(usize, Record)],
     policy: DuplicatePolicy,
-) -> Result<Vec<(usize, Result<PushOutcome>)>> {
+) -> Result<Indexed<PushOutcome>> {
     let with_defaults = |r: &Record| {
         let mut all = r.defaults.clone();
         all.extend(r.fields.clone());
