@@ -235,30 +235,18 @@ fn assert_requests_follow_the_specs(sim: &HubSpotSim) -> usize {
         .unwrap()
     })
     .collect();
-    let mut checked = 0;
-    for req in sim.simulator().requests() {
-        if !req.path.starts_with("/crm/") {
-            continue;
-        }
-        let mut req = req.clone();
-        if let Some(rest) = req.path.strip_prefix("/crm/v3/objects/deals") {
-            req.path = format!("/crm/v3/objects/0-3{rest}");
-        }
-        let spec = specs
-            .iter()
-            .find(|s| s.operation_for(&req.method, &req.path).is_some())
-            .unwrap_or_else(|| panic!("no description has {} {}", req.method, req.path));
-        if let Err(errors) = spec.validate_recorded(&req) {
-            panic!(
-                "{} {} does not follow the spec: {errors:#?}\n{}",
-                req.method,
-                req.path,
-                req.body_text()
-            );
-        }
-        checked += 1;
-    }
-    checked
+    let deals_by_id = |path: &str| match path.strip_prefix("/crm/v3/objects/deals") {
+        Some(rest) => format!("/crm/v3/objects/0-3{rest}"),
+        None => path.to_owned(),
+    };
+    OpenApi::check_requests(
+        &specs,
+        &sim.simulator().requests(),
+        "/crm/",
+        deals_by_id,
+        |_, _| false,
+    )
+    .unwrap_or_else(|problems| panic!("requests do not follow the specs: {problems:#?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

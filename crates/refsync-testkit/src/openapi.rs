@@ -497,6 +497,45 @@ impl OpenApi {
         finish(&prefix, errors)
     }
 
+    /// Validates every request in `requests` whose path starts with `prefix` against the
+    /// description among `specs` that has its operation, after `rewrite` maps its path to the
+    /// form the descriptions name (e.g. HubSpot's `/crm/v3/objects/deals` → `/0-3`). `tolerate`
+    /// drops a documented gap of a description (request, error) — keep it narrow. Returns how
+    /// many requests were checked, or every problem found (a request no description has is one).
+    pub fn check_requests<'r>(
+        specs: &[OpenApi],
+        requests: impl IntoIterator<Item = &'r RecordedRequest>,
+        prefix: &str,
+        rewrite: impl Fn(&str) -> String,
+        tolerate: impl Fn(&RecordedRequest, &str) -> bool,
+    ) -> Result<usize, Vec<String>> {
+        let mut checked = 0;
+        let mut problems = Vec::new();
+        for req in requests {
+            if !req.path.starts_with(prefix) {
+                continue;
+            }
+            let mut req = req.clone();
+            req.path = rewrite(&req.path);
+            checked += 1;
+            let Some(spec) = specs
+                .iter()
+                .find(|s| s.operation_for(&req.method, &req.path).is_some())
+            else {
+                problems.push(format!("no description has {} {}", req.method, req.path));
+                continue;
+            };
+            if let Err(errors) = spec.validate_recorded(&req) {
+                problems.extend(errors.into_iter().filter(|e| !tolerate(&req, e)));
+            }
+        }
+        if problems.is_empty() {
+            Ok(checked)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// Validates a response body against the schema the operation declares for `status`
     /// (exact code, else `2XX`-style range, else `default`). Pass `Value::Null` for no body.
     pub fn validate_response(

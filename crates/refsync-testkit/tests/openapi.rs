@@ -912,3 +912,49 @@ proptest! {
         let _ = OpenApi::from_str(&spec.to_string(), None);
     }
 }
+
+#[test]
+fn check_requests_reports_unknown_and_invalid_requests_and_drops_only_what_is_tolerated() {
+    let req = |method: &str, path: &str, body: Value| RecordedRequest {
+        method: method.into(),
+        path: path.into(),
+        query: None,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(&body).unwrap(),
+    };
+    let specs = [OpenApi::load(data("hubspot/contacts.json")).unwrap()];
+    let good = req("POST", UPSERT, upsert_body());
+    let bad = req("POST", UPSERT, json!({"inputs": "not an array"}));
+    let unknown = req("GET", "/crm/v3/nowhere", Value::Null);
+    let other = req("GET", "/elsewhere", Value::Null);
+    let keep = |p: &str| p.to_owned();
+    let none = |_: &RecordedRequest, _: &str| false;
+    assert_eq!(
+        OpenApi::check_requests(&specs, [&good, &other], "/crm/", keep, none),
+        Ok(1),
+        "outside the prefix: not checked"
+    );
+    let problems =
+        OpenApi::check_requests(&specs, [&good, &bad, &unknown], "/crm/", keep, none).unwrap_err();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("no description has GET /crm/v3/nowhere"))
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("inputs")),
+        "{problems:?}"
+    );
+    // Tolerating exactly the body error leaves only the unknown request.
+    let tolerate = |_: &RecordedRequest, e: &str| e.contains("inputs");
+    let problems =
+        OpenApi::check_requests(&specs, [&bad, &unknown], "/crm/", keep, tolerate).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    // A rewrite maps the path to the one the description names.
+    let moved = req("POST", "/v3/upsert", upsert_body());
+    let to_spec = |p: &str| p.replace("/v3/upsert", UPSERT);
+    assert_eq!(
+        OpenApi::check_requests(&specs, [&moved], "/v3/", to_spec, none),
+        Ok(1)
+    );
+}
