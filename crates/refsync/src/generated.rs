@@ -6,6 +6,8 @@ pub use refsync_generic_webhook as generic_webhook;
 pub use refsync_hubspot as hubspot;
 #[cfg(feature = "pipedrive")]
 pub use refsync_pipedrive as pipedrive;
+#[cfg(feature = "salesforce")]
+pub use refsync_salesforce as salesforce;
 #[cfg(feature = "woocommerce")]
 pub use refsync_woocommerce as woocommerce;
 #[cfg(feature = "zoho")]
@@ -19,6 +21,8 @@ pub fn install_default_connectors(registry: &mut refsync_core::Registry) {
     refsync_hubspot::register(registry);
     #[cfg(feature = "pipedrive")]
     refsync_pipedrive::register(registry);
+    #[cfg(feature = "salesforce")]
+    refsync_salesforce::register(registry);
     #[cfg(feature = "woocommerce")]
     refsync_woocommerce::register(registry);
     #[cfg(feature = "zoho")]
