@@ -6,6 +6,7 @@ pub mod fake;
 pub mod hubspot;
 pub mod openapi;
 pub mod pipedrive;
+pub mod salesforce;
 pub mod services;
 pub mod sim;
 pub mod woocommerce;
