@@ -23,6 +23,7 @@ fn default_registry_has_every_facade_connector() {
             "generic-webhook",
             "hubspot",
             "pipedrive",
+            "salesforce",
             "woocommerce",
             "zoho"
         ]

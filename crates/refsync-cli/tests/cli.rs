@@ -512,3 +512,50 @@ fn inspect_turns_the_official_zoho_notification_into_a_lead_event() {
     assert!(err.contains("token mismatch"), "{err}");
     assert!(!err.contains("TOKEN_FOR_VERIFICATION"), "{err}");
 }
+
+#[test]
+fn inspect_turns_a_real_salesforce_outbound_message_into_stage_events() {
+    let config = root()
+        .join("examples/salesforce/instance.toml")
+        .display()
+        .to_string();
+    let fixture = root()
+        .join("crates/refsync-salesforce/tests/fixtures/outbound-message-opportunity-sandbox-capture.xml")
+        .display()
+        .to_string();
+    let token = "change-me-to-a-long-random-endpoint-token";
+    let inspect = |url: &str| {
+        refsync(&[
+            "inspect",
+            "--connector",
+            "salesforce",
+            "--config",
+            &config,
+            "--url",
+            url,
+            &fixture,
+        ])
+    };
+    let out = inspect(&format!("/hooks/salesforce?token={token}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+    let event = &v["events"][0];
+    assert_eq!(event["object"]["kind"], "deal");
+    assert_eq!(event["object"]["id"], "0065w000023STAmAAO");
+    assert_eq!(event["change"]["type"], "stage_changed");
+    assert_eq!(event["change"]["to"], "Negotiation/Review");
+    assert_eq!(event["account"], "00D5w000004qGTOEA2");
+    // Not won (IsWon false): no status event.
+    assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+    // Without the token: refused, exit 1, the token not printed.
+    let out = inspect("/hooks/salesforce");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token"), "{err}");
+    assert!(!err.contains(token), "{err}");
+}
