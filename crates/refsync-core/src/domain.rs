@@ -70,6 +70,38 @@ pub struct ReferredUser {
     pub meta: BTreeMap<String, String>,
 }
 
+impl ReferredUser {
+    /// A last name for CRMs that require one (Zoho, Salesforce): the last name, else the first
+    /// name, else the email's local part, else `Referral`.
+    pub fn surname(&self) -> String {
+        let email = self.email.trim();
+        [
+            self.last_name.as_deref().unwrap_or(""),
+            self.first_name.as_str(),
+            email.split('@').next().unwrap_or(""),
+        ]
+        .into_iter()
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .unwrap_or("Referral")
+        .to_owned()
+    }
+
+    /// A deal's default name: `<campaign>: <first name>`, else `Referral <code>`.
+    pub fn deal_title(&self) -> String {
+        match self
+            .campaign
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            Some(campaign) => format!("{campaign}: {}", self.first_name.trim()),
+            None => format!("Referral {}", self.referral_code.trim()),
+        }
+    }
+}
+
 /// How a referral is identified on the referral platform.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
@@ -151,5 +183,39 @@ mod tests {
     fn referral_key_json_form() {
         let k: ReferralKey = serde_json::from_str(r#"{"by":"code","code":"X1"}"#).unwrap();
         assert_eq!(k, ReferralKey::Code { code: "X1".into() });
+    }
+}
+
+#[cfg(test)]
+mod referred_user_tests {
+    use super::*;
+
+    fn bob() -> ReferredUser {
+        ReferredUser {
+            first_name: " Bob ".into(),
+            email: "bob.smith@example.com".into(),
+            referral_code: "BOB-7".into(),
+            campaign: CampaignRef {
+                id: "1".into(),
+                name: Some("Spring".into()),
+            },
+            ..ReferredUser::default()
+        }
+    }
+
+    #[test]
+    fn surname_and_deal_title_fall_back_in_order() {
+        let mut u = bob();
+        assert_eq!(u.surname(), "Bob");
+        assert_eq!(u.deal_title(), "Spring: Bob");
+        u.last_name = Some("Smith".into());
+        assert_eq!(u.surname(), "Smith");
+        u.last_name = None;
+        u.first_name = " ".into();
+        assert_eq!(u.surname(), "bob.smith");
+        u.email = String::new();
+        assert_eq!(u.surname(), "Referral");
+        u.campaign.name = Some("  ".into());
+        assert_eq!(u.deal_title(), "Referral BOB-7");
     }
 }

@@ -170,17 +170,9 @@ pub(crate) fn properties(
     p.contact_defaults.retain(|k, _| !p.contact.contains_key(k));
     if target == Target::Deal {
         p.deal
-            .insert(config.deal_referral_code_property.clone(), code.clone());
+            .insert(config.deal_referral_code_property.clone(), code);
         if !p.deal.contains_key("dealname") && !p.deal_defaults.contains_key("dealname") {
-            let name = match user
-                .campaign
-                .name
-                .as_deref()
-                .filter(|n| !n.trim().is_empty())
-            {
-                Some(campaign) => format!("{campaign}: {}", user.first_name.trim()),
-                None => format!("Referral {code}"),
-            };
+            let name = user.deal_title();
             p.deal_defaults.insert("dealname".into(), name);
         }
         p.deal_defaults.retain(|k, _| !p.deal.contains_key(k));

@@ -79,19 +79,9 @@ pub(crate) fn record(
         r.fields.insert(check(&key)?, Value::String(value));
     }
     r.fields.insert(external_id.to_owned(), Value::String(code));
-    r.fields
-        .insert("Email".into(), Value::String(email.clone()));
+    r.fields.insert("Email".into(), Value::String(email));
     if !r.fields.contains_key("LastName") && !r.defaults.contains_key("LastName") {
-        let last = [
-            user.last_name.as_deref().unwrap_or(""),
-            user.first_name.as_str(),
-            email.split('@').next().unwrap_or(""),
-        ]
-        .into_iter()
-        .map(str::trim)
-        .find(|s| !s.is_empty())
-        .unwrap_or("Referral")
-        .to_owned();
+        let last = user.surname();
         r.fields.insert("LastName".into(), Value::String(last));
     }
     if sobject == "Lead" && !r.fields.contains_key("Company") && !r.defaults.contains_key("Company")

@@ -80,19 +80,10 @@ pub(crate) fn record(
     for (key, value) in spec.fields.render(user) {
         r.fields.insert(api(&key)?, Value::String(value));
     }
-    r.fields
-        .insert(code_field.to_owned(), Value::String(code.clone()));
+    r.fields.insert(code_field.to_owned(), Value::String(code));
     if module == "Deals" {
         if !r.fields.contains_key("Deal_Name") && !r.defaults.contains_key("Deal_Name") {
-            let name = match user
-                .campaign
-                .name
-                .as_deref()
-                .filter(|n| !n.trim().is_empty())
-            {
-                Some(c) => format!("{c}: {}", user.first_name.trim()),
-                None => format!("Referral {code}"),
-            };
+            let name = user.deal_title();
             r.defaults.insert("Deal_Name".into(), Value::String(name));
         }
     } else {
@@ -101,19 +92,9 @@ pub(crate) fn record(
                 "{NAME}: the referred user has no email"
             )));
         }
-        r.fields
-            .insert("Email".into(), Value::String(email.clone()));
+        r.fields.insert("Email".into(), Value::String(email));
         if !r.fields.contains_key("Last_Name") {
-            let last = [
-                user.last_name.as_deref().unwrap_or(""),
-                user.first_name.as_str(),
-                email.split('@').next().unwrap_or(""),
-            ]
-            .into_iter()
-            .map(str::trim)
-            .find(|s| !s.is_empty())
-            .unwrap_or("Referral")
-            .to_owned();
+            let last = user.surname();
             r.fields.insert("Last_Name".into(), Value::String(last));
         }
     }
