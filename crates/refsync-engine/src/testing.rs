@@ -5,11 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
-use refsync_core::ReferralPlatform;
+use refsync_core::{ReferralPlatform, ReferredUser};
 
 use crate::config::EngineConfig;
-use crate::store::open_store;
-use crate::{Engine, Instance};
+use crate::store::{JobFilter, JobState, open_store};
+use crate::{Engine, Instance, PushRequest};
 
 /// An engine with default settings, its store an SQLite file (`<dir>/engine.db`), serving
 /// `instances` and qualifying on `platform`.
@@ -75,6 +75,45 @@ impl LoopbackEngine {
     /// The webhook endpoint of `instance`: `<base>/hooks/<instance>`.
     pub fn hook_url(&self, instance: &str) -> String {
         format!("{}/hooks/{instance}", self.base)
+    }
+
+    /// Enqueues a push of each of `users` into `instance` (as the referral platform's webhook
+    /// or `refsync push` would), then settles.
+    ///
+    /// # Panics
+    /// When a push cannot be enqueued (a test set-up error).
+    pub async fn push(&self, instance: &str, users: impl IntoIterator<Item = ReferredUser>) {
+        for user in users {
+            let request = PushRequest {
+                instance: instance.to_owned(),
+                user,
+            };
+            self.engine
+                .enqueue_push(request, Utc::now())
+                .await
+                .expect("enqueue a push");
+        }
+        self.settle().await;
+    }
+
+    /// The emails of the push jobs that did not complete (waiting for a retry, or dead).
+    ///
+    /// # Panics
+    /// On a store error.
+    pub async fn unfinished_push_emails(&self) -> Vec<String> {
+        let filter = JobFilter {
+            kind: Some("push".into()),
+            ..JobFilter::default()
+        };
+        self.engine
+            .store()
+            .list_jobs(&filter)
+            .await
+            .expect("list jobs")
+            .into_iter()
+            .filter(|j| j.state != JobState::Done)
+            .filter_map(|j| j.payload["user"]["email"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// Runs the delivery worker and the senders until a round finds nothing to do.

@@ -11,18 +11,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
 use refsync_core::{
     CampaignRef, DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, ReferredUser, Registry,
     RuleSpec,
 };
+use refsync_engine::Instance;
 use refsync_engine::testing::{LoopbackEngine, sqlite_engine};
-use refsync_engine::{Instance, PushRequest};
 use refsync_ledger::testing::Friends;
 use refsync_ledger::{Ledger, User};
 use refsync_testkit::hubspot::{HubSpotSim, HubSpotSimOptions, OutgoingBatch};
 use refsync_testkit::openapi::OpenApi;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const TOKEN: &str = "pat-na1-e2e-0123456789abcdef";
 const CLIENT_SECRET: &str = "e2e-client-secret-0123456789";
@@ -156,20 +155,7 @@ impl World {
     }
 
     async fn push(&self, users: Vec<ReferredUser>) {
-        for user in users {
-            self.live
-                .engine
-                .enqueue_push(
-                    PushRequest {
-                        instance: INSTANCE.into(),
-                        user,
-                    },
-                    Utc::now(),
-                )
-                .await
-                .unwrap();
-        }
-        self.settle().await;
+        self.live.push(INSTANCE, users).await;
     }
 
     async fn push_bob(&self) -> String {
@@ -535,17 +521,5 @@ async fn a_batch_with_an_invalid_email_fails_only_that_referral() {
     users[2].email = "not-an-email".into();
     w.push(users).await;
     assert_eq!(w.sim.contacts().len(), 4);
-    let jobs = w
-        .live
-        .engine
-        .store()
-        .list_jobs(&Default::default())
-        .await
-        .unwrap();
-    let failing: Vec<&Value> = jobs
-        .iter()
-        .filter(|j| j.state != refsync_engine::store::JobState::Done)
-        .map(|j| &j.payload["user"]["email"])
-        .collect();
-    assert_eq!(failing, [&json!("not-an-email")]);
+    assert_eq!(w.live.unfinished_push_emails().await, ["not-an-email"]);
 }

@@ -8,20 +8,19 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use refsync_core::{
     CampaignRef, DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, ReferredUser, Registry,
     RuleSpec, WebhookRequest,
 };
+use refsync_engine::Instance;
 use refsync_engine::testing::{LoopbackEngine, sqlite_engine};
-use refsync_engine::{Instance, PushRequest};
 use refsync_ledger::testing::Friends;
 use refsync_ledger::{Ledger, User};
 use refsync_testkit::salesforce::{
     OutboundMessage, SalesforceSim, SalesforceSimOptions, TEST_PRIVATE_KEY_PEM,
 };
 use refsync_testkit::sim::send_webhook;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const CLIENT_ID: &str = "3MVG9e2e";
 const CLIENT_SECRET: &str = "e2e-client-secret-salesforce";
@@ -163,20 +162,7 @@ impl World {
     }
 
     async fn push(&self, users: Vec<ReferredUser>) {
-        for user in users {
-            self.live
-                .engine
-                .enqueue_push(
-                    PushRequest {
-                        instance: INSTANCE.into(),
-                        user,
-                    },
-                    Utc::now(),
-                )
-                .await
-                .unwrap();
-        }
-        self.settle().await;
+        self.live.push(INSTANCE, users).await;
     }
 
     async fn push_bob(&self) -> String {
@@ -339,17 +325,5 @@ async fn a_refused_record_fails_only_its_referral() {
     users[2].email = "not-an-email".into();
     w.push(users).await;
     assert_eq!(w.sim.records("Lead").len(), 4);
-    let jobs = w
-        .live
-        .engine
-        .store()
-        .list_jobs(&Default::default())
-        .await
-        .unwrap();
-    let failing: Vec<&Value> = jobs
-        .iter()
-        .filter(|j| j.state != refsync_engine::store::JobState::Done)
-        .map(|j| &j.payload["user"]["email"])
-        .collect();
-    assert_eq!(failing, [&json!("not-an-email")]);
+    assert_eq!(w.live.unfinished_push_emails().await, ["not-an-email"]);
 }

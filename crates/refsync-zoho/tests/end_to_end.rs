@@ -15,8 +15,8 @@ use refsync_core::{
     CampaignRef, DuplicatePolicy, FieldMapping, ObjectKind, PushSpec, ReferredUser, Registry,
     RuleSpec, WebhookRequest,
 };
+use refsync_engine::Instance;
 use refsync_engine::testing::{LoopbackEngine, sqlite_engine};
-use refsync_engine::{Instance, PushRequest};
 use refsync_ledger::testing::Friends;
 use refsync_ledger::{Ledger, User};
 use refsync_testkit::openapi::OpenApi;
@@ -161,20 +161,7 @@ impl World {
     }
 
     async fn push(&self, users: Vec<ReferredUser>) {
-        for user in users {
-            self.live
-                .engine
-                .enqueue_push(
-                    PushRequest {
-                        instance: INSTANCE.into(),
-                        user,
-                    },
-                    Utc::now(),
-                )
-                .await
-                .unwrap();
-        }
-        self.settle().await;
+        self.live.push(INSTANCE, users).await;
     }
 
     async fn push_bob(&self) -> String {
@@ -499,19 +486,7 @@ async fn a_refused_record_fails_only_its_referral() {
     users[2].email = "not-an-email".into();
     w.push(users).await;
     assert_eq!(w.sim.records("Leads").len(), 4);
-    let jobs = w
-        .live
-        .engine
-        .store()
-        .list_jobs(&Default::default())
-        .await
-        .unwrap();
-    let failing: Vec<&Value> = jobs
-        .iter()
-        .filter(|j| j.state != refsync_engine::store::JobState::Done)
-        .map(|j| &j.payload["user"]["email"])
-        .collect();
-    assert_eq!(failing, [&json!("not-an-email")]);
+    assert_eq!(w.live.unfinished_push_emails().await, ["not-an-email"]);
 }
 
 /// Without the lead-conversion mapping the deal carries no referral code: the conversion is
