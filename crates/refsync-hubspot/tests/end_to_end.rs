@@ -466,18 +466,8 @@ async fn bulk_pushes_use_batch_calls() {
         w.sim.simulator().clear_requests();
         w.push(users).await;
         assert_eq!(w.sim.contacts().len(), n);
-        let crm: Vec<_> = w
-            .sim
-            .simulator()
-            .requests()
-            .into_iter()
-            .filter(|r| r.path.starts_with("/crm/"))
-            .collect();
-        let per_referral = crm.len() as f64 / n as f64;
-        let calls: Vec<String> = crm
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect();
+        let calls = w.sim.simulator().calls("/crm/");
+        let per_referral = calls.len() as f64 / n as f64;
         // Property lists (once per object type), then per 100 referrals: the contact upsert
         // and, for deals, a batch read and a batch create.
         let expected = if object == ObjectKind::Deal {
@@ -490,9 +480,9 @@ async fn bulk_pushes_use_batch_calls() {
             expected,
             "{object}: {per_referral:.3} calls per referral: {calls:?}"
         );
-        let upserts = crm
+        let upserts = calls
             .iter()
-            .filter(|r| r.path == "/crm/v3/objects/contacts/batch/upsert")
+            .filter(|c| *c == "POST /crm/v3/objects/contacts/batch/upsert")
             .count();
         assert_eq!(upserts, 3, "250 contacts in 3 upserts of at most 100");
         if object == ObjectKind::Deal {

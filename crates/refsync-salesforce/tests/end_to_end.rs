@@ -289,14 +289,7 @@ async fn bulk_pushes_use_collections() {
     w.sim.simulator().clear_requests();
     w.push(users).await;
     assert_eq!(w.sim.records("Lead").len(), n);
-    let calls: Vec<String> = w
-        .sim
-        .simulator()
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/services/data/"))
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let calls = w.sim.simulator().calls("/services/data/");
     // With [push.defaults], each batch is a query of the codes and an upsert of the new leads.
     let upserts = calls
         .iter()

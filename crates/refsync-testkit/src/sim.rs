@@ -485,6 +485,16 @@ impl Simulator {
             .collect()
     }
 
+    /// The recorded requests whose path starts with `path_prefix`, as `"METHOD /path"` — what
+    /// call-count assertions compare.
+    pub fn calls(&self, path_prefix: &str) -> Vec<String> {
+        lock(&self.shared.log)
+            .iter()
+            .filter(|r| r.path.starts_with(path_prefix))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
     /// Forgets the recorded requests (the served count and budget are unchanged).
     pub fn clear_requests(&self) {
         lock(&self.shared.log).clear();

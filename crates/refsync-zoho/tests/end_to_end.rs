@@ -450,14 +450,7 @@ async fn bulk_pushes_use_batch_calls() {
     w.sim.simulator().clear_requests();
     w.push(users).await;
     assert_eq!(w.sim.records("Leads").len(), n);
-    let calls: Vec<String> = w
-        .sim
-        .simulator()
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.starts_with("/crm/"))
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
+    let calls = w.sim.simulator().calls("/crm/");
     let upserts = calls
         .iter()
         .filter(|c| *c == "POST /crm/v8/Leads/upsert")
