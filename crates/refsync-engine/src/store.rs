@@ -23,6 +23,7 @@ use refsync_core::Result;
 use serde::{Deserialize, Serialize};
 
 pub(crate) mod db;
+mod group;
 mod sql;
 
 pub use db::Backend;

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use refsync_core::{Error, Result};
 
 use super::db::{Arg, Backend, Db, Row, args, format_time};
+use super::group::{GroupCommit, insert_one};
 use super::{
     CrmObject, Delivery, DeliveryFilter, DeliveryStats, DeliveryStatus, EnqueueOutcome,
     FailOutcome, InsertOutcome, Job, JobFilter, JobState, JobStats, Link, NewDelivery, NewJob,
@@ -22,6 +23,8 @@ const JOB_COLUMNS: &str = "id, kind, idempotency_key, payload, state, attempts, 
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     db: Db,
+    /// The group-commit writer of deliveries (see the `group` module).
+    inserts: GroupCommit,
 }
 
 impl SqlStore {
@@ -30,8 +33,10 @@ impl SqlStore {
     /// # Errors
     /// As [`open_store`](super::open_store).
     pub async fn open(url: &str) -> Result<SqlStore> {
+        let db = Db::open(url, true).await?;
         Ok(SqlStore {
-            db: Db::open(url, true).await?,
+            inserts: GroupCommit::start(db.clone()),
+            db,
         })
     }
 
@@ -207,33 +212,10 @@ impl Store for SqlStore {
     }
 
     async fn insert_delivery(&self, d: &NewDelivery) -> Result<InsertOutcome> {
-        let received = format_time(d.received_at);
-        let inserted = self
-            .db
-            .fetch_optional(
-                "INSERT INTO deliveries (instance, dedup_key, body, headers, received_at, status, attempts, next_attempt_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'received', 0, $5, $5) \
-                 ON CONFLICT (instance, dedup_key) DO NOTHING RETURNING id",
-                &args![
-                    &d.instance,
-                    &d.dedup_key,
-                    d.body.as_slice(),
-                    d.headers.to_string(),
-                    received
-                ],
-            )
-            .await?;
-        if let Some(row) = inserted {
-            return Ok(InsertOutcome::Inserted(row.int("id")?));
+        match self.inserts.insert(d).await {
+            Some(outcome) => outcome,
+            None => insert_one(&self.db, d).await,
         }
-        let row = self
-            .db
-            .fetch_one(
-                "SELECT id FROM deliveries WHERE instance = $1 AND dedup_key = $2",
-                &args![&d.instance, &d.dedup_key],
-            )
-            .await?;
-        Ok(InsertOutcome::Duplicate(row.int("id")?))
     }
 
     async fn get_delivery(&self, id: i64) -> Result<Option<Delivery>> {
