@@ -180,9 +180,9 @@ impl ReferralFactoryBuilder {
             }),
             clock.clone(),
         );
-        let limiter = self.limiter.unwrap_or_else(|| {
-            RateLimiter::new(RateLimit::per_minute(config.rate_limit_per_minute))
-        });
+        let limiter = self
+            .limiter
+            .unwrap_or_else(|| RateLimiter::new(default_limit(config.rate_limit_per_minute)));
         let retry = self.retry.unwrap_or(RetryPolicy {
             max_attempts: config.max_attempts.max(1),
             ..RetryPolicy::default()
@@ -203,6 +203,17 @@ impl ReferralFactoryBuilder {
             }),
         })
     }
+}
+
+/// How long a spent token stays spent beyond the minute: Referral Factory counts calls when
+/// they *arrive*, and a call can arrive later than the one it follows a minute on (a new
+/// connection, a busy machine). Without it, `rate_limit_per_minute = 600` could put 601
+/// arrivals in one 60 s window.
+pub(crate) const WINDOW_MARGIN: Duration = Duration::from_millis(500);
+
+/// The default limiter's limit: `per_minute` calls per minute plus [`WINDOW_MARGIN`].
+fn default_limit(per_minute: u32) -> RateLimit {
+    RateLimit::new(per_minute, Duration::from_secs(60) + WINDOW_MARGIN)
 }
 
 /// The most calls `limit` lets through in one 60 s window: its bucket never allows more than

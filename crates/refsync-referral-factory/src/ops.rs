@@ -530,10 +530,11 @@ impl ReferralFactory {
         self.answer(&response, repeated)
     }
 
-    /// Qualifies a referral, idempotently: looks the user up first and, when `qualified_at` is
-    /// set, reports [`AlreadyQualified`](QualifyOutcome::AlreadyQualified) without calling
-    /// qualify. Without an API token (webhook-only accounts), codes and coupons go through the
-    /// inbound webhook.
+    /// Qualifies a referral, idempotently. With API v2 it is one call (`PUT
+    /// /users/qualification`), whose answer tells a new qualification from an old one; with v1
+    /// it looks the user up first and, when `qualified_at` is set, reports
+    /// [`AlreadyQualified`](QualifyOutcome::AlreadyQualified) without calling qualify. Without
+    /// an API token (webhook-only accounts), codes and coupons go through the inbound webhook.
     ///
     /// [`Qualified`](QualifyOutcome::Qualified) means this call qualified it: when someone else
     /// did between the look-up and the call, the answer says so (its `message` is "already
@@ -626,6 +627,13 @@ impl ReferralFactory {
                 .with_connector(NAME)
                 .with_operation(op)),
             };
+        }
+        // v2 qualifies by id, code, email or coupon in one call, and its answer says whether
+        // the referral was already qualified (the message, or a `qualified_at` older than the
+        // call): no look-up first, one platform call per qualification. v1 needs the user's
+        // id, and unqualifying keeps the look-up (a pending user is reported without a call).
+        if qualify && self.api_version() == ApiVersion::V2 {
+            return self.put_and_report(key, None, true).await;
         }
         let user = self.find_user(key).await?;
         let user = match user {
