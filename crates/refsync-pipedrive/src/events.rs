@@ -57,10 +57,11 @@ pub(crate) fn verify(
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty())
-        && let Ok(body) = serde_json::from_slice::<Value>(&request.body)
-        && let Some(got) = body
-            .get("meta")
-            .and_then(|m| m.get("company_id"))
+        && let Ok(probe) = serde_json::from_slice::<CompanyProbe>(&request.body)
+        && let Some(got) = probe
+            .meta
+            .and_then(|m| m.company_id)
+            .as_ref()
             .and_then(id_string)
         && got != expected
     {
@@ -73,6 +74,20 @@ pub(crate) fn verify(
     Ok(Verification::Verified {
         scheme: "basic".into(),
     })
+}
+
+/// Just `meta.company_id` of a body: serde skips everything else without building it (the
+/// whole body is read into a `Value` once, by `parse`).
+#[derive(serde::Deserialize)]
+struct CompanyProbe {
+    #[serde(default)]
+    meta: Option<MetaProbe>,
+}
+
+#[derive(serde::Deserialize)]
+struct MetaProbe {
+    #[serde(default)]
+    company_id: Option<Value>,
 }
 
 /// Turns a verified request (webhooks v1 or v2) into canonical events. `referral_code_key` is
