@@ -4,6 +4,7 @@
 //! `smoke-scaffold`, `bench`. See `cargo xtask --help` and docs/adding-a-connector.md.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod codegen;
 mod features;
 mod manifest;
@@ -43,7 +44,12 @@ COMMANDS:
                            CI smoke test of the scaffolder: scaffold `ci-probe` in a temporary copy
                            of the workspace, build it, run its conformance suite (which must report
                            the unfinished work), then delete the copy (--keep keeps it)
-    bench                  run the benchmarks (there are none yet)
+    bench [--smoke] [--no-postgres] [--no-micro] [-- <refsync-bench run options>]
+                           build refsync and the harness (release), run the criterion micro
+                           benchmarks and every scenario (ingest on SQLite and PostgreSQL, drain,
+                           cost, footprint); prints the table, writes <target>/bench/report.json,
+                           report.txt and ingest-latency.svg (docs/benchmarks.md). --smoke: the
+                           tiny version CI runs (dev build, a few hundred deliveries)
     help                   print this help
 
 OPTIONS:
@@ -188,12 +194,7 @@ fn run(argv: Vec<String>) -> Result<ExitCode> {
             };
             smoke::command(&root, keep)
         }
-        "bench" => {
-            no_more_args("bench", &args)?;
-            // Honest placeholder: later issues add criterion benches and run them from here.
-            println!("no benchmarks yet");
-            Ok(ExitCode::SUCCESS)
-        }
+        "bench" => bench::command(&root, &bench::parse(&args)?),
         other => Err(format!(
             "unknown command {other:?} (see `cargo xtask --help`)"
         )),
