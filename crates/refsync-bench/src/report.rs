@@ -114,7 +114,7 @@ const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
 ];
 
-/// An SVG line chart: x logarithmic (offered load spans decades), y linear from 0, ticks on
+/// An SVG line chart: x and y logarithmic (offered load and latency span decades), ticks on
 /// both axes, a dotted horizontal line at `target_y` when given, and a legend.
 pub fn line_chart_svg(
     title: &str,
@@ -142,18 +142,30 @@ pub fn line_chart_svg(
     if lx_max <= lx_min {
         lx_max = lx_min + 1.0;
     }
-    let y_data_max = series
+    // y logarithmic too: latencies span a millisecond to seconds once a load saturates.
+    let ys = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .chain(target_y.map(|t| t.0))
-        .filter(|y| y.is_finite())
-        .fold(0.0_f64, f64::max);
-    let y_step = nice_step(y_data_max.max(1e-9) / 5.0);
-    let y_max = (y_data_max / y_step).ceil().max(1.0) * y_step;
+        .filter(|y| *y > 0.0 && y.is_finite());
+    let (y_min, y_data_max) = ys.fold((f64::MAX, f64::MIN), |(a, b), y| (a.min(y), b.max(y)));
+    let (y_min, y_data_max) = if y_min > y_data_max {
+        (1.0, 10.0)
+    } else {
+        (y_min, y_data_max)
+    };
+    let ly_min = y_min.log10().floor();
+    let mut ly_max = y_data_max.log10().ceil();
+    if ly_max <= ly_min {
+        ly_max = ly_min + 1.0;
+    }
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let px = |x: f64| LEFT + (x.max(1e-12).log10() - lx_min) / (lx_max - lx_min) * plot_w;
-    let py = |y: f64| TOP + plot_h - (y / y_max) * plot_h;
+    let py = |y: f64| {
+        let ly = y.max(10f64.powf(ly_min)).log10();
+        TOP + plot_h - (ly - ly_min) / (ly_max - ly_min) * plot_h
+    };
 
     let mut s = String::new();
     let _ = writeln!(
@@ -190,8 +202,9 @@ pub fn line_chart_svg(
         }
         decade += 1.0;
     }
-    let mut y = 0.0;
-    while y <= y_max + y_step / 2.0 {
+    let mut y_decade = ly_min;
+    while y_decade <= ly_max + 1e-9 {
+        let y = 10f64.powf(y_decade);
         let yp = py(y);
         let _ = writeln!(
             s,
@@ -205,7 +218,7 @@ pub fn line_chart_svg(
             yp + 4.0,
             fmt_number(y)
         );
-        y += y_step;
+        y_decade += 1.0;
     }
     let _ = writeln!(
         s,
@@ -251,7 +264,7 @@ pub fn line_chart_svg(
             .points
             .iter()
             .filter(|p| p.0 > 0.0 && p.0.is_finite() && p.1.is_finite())
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y.min(y_max))))
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
             .collect();
         let _ = writeln!(
             s,
@@ -279,17 +292,6 @@ pub fn line_chart_svg(
     }
     s.push_str("</svg>\n");
     s
-}
-
-/// 1, 2 or 5 times a power of ten, at least `raw`.
-fn nice_step(raw: f64) -> f64 {
-    let magnitude = 10f64.powf(raw.log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
-        if m * magnitude >= raw {
-            return m * magnitude;
-        }
-    }
-    10.0 * magnitude
 }
 
 fn fmt_number(x: f64) -> String {
@@ -381,7 +383,7 @@ mod tests {
         assert!(svg.contains("sqlite p99 &lt;&amp;&gt;"));
         assert!(svg.contains("target p99 10 ms"));
         assert!(svg.contains(">10k<"), "x ticks in thousands");
-        // y axis from 0 to at least the largest value.
-        assert!(svg.contains(">30<") || svg.contains(">40<"));
+        // y decades from below the smallest value to above the largest.
+        assert!(svg.contains(">0.1<") && svg.contains(">100<"), "{svg}");
     }
 }

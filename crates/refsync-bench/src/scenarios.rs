@@ -1194,7 +1194,7 @@ pub fn latency_plot(r: &Report) -> String {
             r.machine.cpus
         ),
         "offered load, deliveries/s (log scale)",
-        "latency, ms",
+        "latency, ms (log scale)",
         &series,
         Some((10.0, "p99 target at 2,000/s: 10 ms")),
     )
