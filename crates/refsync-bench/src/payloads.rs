@@ -277,21 +277,9 @@ fn woo_request(v: &Value) -> Request {
 /// The `[[instances]]` of the three connectors, with the credentials of [`secrets`]; the
 /// CRM APIs (not called by these deliveries' processing) point at `crm_base`.
 pub fn instances_toml(campaign: &str, crm_base: &str) -> String {
+    let pipedrive = pipedrive_instance_toml(campaign, crm_base);
     format!(
-        r#"[[instances]]
-name = "pipedrive"
-connector = "pipedrive"
-campaign = "{campaign}"
-[instances.settings]
-auth = {{ type = "api_token", token = "bench-pipedrive-api-token" }}
-base_url = "{crm_base}"
-webhook_user = "{pd_user}"
-webhook_password = "{pd_password}"
-company_id = "8087566"
-referral_code_field = "{pd_field}"
-[[instances.rules]]
-rule = "deal_won"
-
+        r#"{pipedrive}
 [[instances]]
 name = "hubspot"
 connector = "hubspot"
@@ -320,12 +308,33 @@ referral_code_meta_key = "referral_code"
 [[instances.rules]]
 rule = "coupon_used"
 "#,
-        pd_user = secrets::PIPEDRIVE_USER,
-        pd_password = secrets::PIPEDRIVE_PASSWORD,
-        pd_field = secrets::PIPEDRIVE_CODE_FIELD,
         hs_secret = secrets::HUBSPOT_CLIENT_SECRET,
         hs_url = secrets::HUBSPOT_WEBHOOK_URL,
         woo_secret = secrets::WOO_WEBHOOK_SECRET,
+    )
+}
+
+/// The Pipedrive `[[instances]]` (rule `deal_won`, referral code in
+/// [`secrets::PIPEDRIVE_CODE_FIELD`]) with the credentials of [`secrets`].
+pub fn pipedrive_instance_toml(campaign: &str, crm_base: &str) -> String {
+    format!(
+        r#"[[instances]]
+name = "pipedrive"
+connector = "pipedrive"
+campaign = "{campaign}"
+[instances.settings]
+auth = {{ type = "api_token", token = "bench-pipedrive-api-token" }}
+base_url = "{crm_base}"
+webhook_user = "{user}"
+webhook_password = "{password}"
+company_id = "8087566"
+referral_code_field = "{field}"
+[[instances.rules]]
+rule = "deal_won"
+"#,
+        user = secrets::PIPEDRIVE_USER,
+        password = secrets::PIPEDRIVE_PASSWORD,
+        field = secrets::PIPEDRIVE_CODE_FIELD,
     )
 }
 

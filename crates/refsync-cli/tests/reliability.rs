@@ -15,7 +15,7 @@
 //!
 //! Every wait is bounded (a clear failure after [`WAIT`]); nothing asserts on speed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,8 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use refsync_core::{NewUser, ReferrerRef};
-use refsync_ledger::{Ledger, Metric, NewCampaign, NewRewardRule, Recipient, Trigger};
+use refsync_ledger::Ledger;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_refsync");
@@ -240,51 +239,9 @@ fn sqlite_url(dir: &Path, file: &str) -> String {
 /// A campaign whose referrer earns one reward per qualified referral, a referrer, and `n`
 /// invited users: (campaign id, [(code, user id)]).
 async fn ledger_world(ledger: &Ledger, n: usize) -> (i64, Vec<(String, i64)>) {
-    let campaign = ledger
-        .create_campaign(&NewCampaign {
-            name: "Reliability".into(),
-            link_base_url: None,
-        })
+    refsync_ledger::testing::invited_users(ledger, "Reliability", n)
         .await
-        .expect("campaign")
-        .id;
-    ledger
-        .add_reward_rule(
-            campaign,
-            &NewRewardRule {
-                recipient: Recipient::Referrer,
-                trigger: Trigger::WhenQualified,
-                metric: Metric::Amount,
-                value: "1000".into(),
-                cap_per_referrer: None,
-            },
-        )
-        .await
-        .expect("reward rule");
-    let user = |name: String, referrer: Option<ReferrerRef>| NewUser {
-        campaign_id: campaign.to_string(),
-        email: format!("{name}@example.com"),
-        first_name: name,
-        referrer,
-        meta: BTreeMap::new(),
-        notify: false,
-    };
-    let referrer = ledger
-        .add_user(&user("ann".into(), None))
-        .await
-        .expect("referrer");
-    let mut invited = Vec::with_capacity(n);
-    for i in 0..n {
-        let u = ledger
-            .add_user(&user(
-                format!("invited{i}"),
-                Some(ReferrerRef::Code(referrer.code.clone())),
-            ))
-            .await
-            .expect("invited user");
-        invited.push((u.code, u.id));
-    }
-    (campaign, invited)
+        .expect("campaign, referrer and invited users")
 }
 
 /// Qualification records and rewards made due, per invited user.

@@ -70,3 +70,57 @@ impl Friends {
         })
     }
 }
+
+/// A campaign named `name` whose referrer (`ann@example.com`) earns an amount of 1000 per
+/// qualified referral, and `n` users invited by her (`invited<i>@example.com`): the campaign id
+/// and each invited user's (code, id). For load and reliability runs that qualify many
+/// referrals.
+///
+/// # Errors
+/// Ledger errors.
+pub async fn invited_users(
+    ledger: &Ledger,
+    name: &str,
+    n: usize,
+) -> Result<(i64, Vec<(String, i64)>)> {
+    use crate::{Metric, NewRewardRule, Recipient, Trigger};
+    let campaign = ledger
+        .create_campaign(&NewCampaign {
+            name: name.into(),
+            link_base_url: None,
+        })
+        .await?
+        .id;
+    ledger
+        .add_reward_rule(
+            campaign,
+            &NewRewardRule {
+                recipient: Recipient::Referrer,
+                trigger: Trigger::WhenQualified,
+                metric: Metric::Amount,
+                value: "1000".into(),
+                cap_per_referrer: None,
+            },
+        )
+        .await?;
+    let user = |first_name: String, referrer: Option<ReferrerRef>| NewUser {
+        campaign_id: campaign.to_string(),
+        email: format!("{first_name}@example.com"),
+        first_name,
+        referrer,
+        meta: BTreeMap::new(),
+        notify: false,
+    };
+    let referrer = ledger.add_user(&user("ann".into(), None)).await?;
+    let mut invited = Vec::with_capacity(n);
+    for i in 0..n {
+        let u = ledger
+            .add_user(&user(
+                format!("invited{i}"),
+                Some(ReferrerRef::Code(referrer.code.clone())),
+            ))
+            .await?;
+        invited.push((u.code, u.id));
+    }
+    Ok((campaign, invited))
+}

@@ -563,7 +563,7 @@ pub(crate) fn sqlite_synchronous(url: &str) -> Result<(String, sqlx::sqlite::Sql
                     "extra" => SqliteSynchronous::Extra,
                     other => {
                         return Err(Error::config(format!(
-                            "invalid synchronous={other:?} in the engine store URL: expected normal (the default) or full"
+                            "invalid synchronous={other:?} in the engine store URL: expected normal (the default), full or extra"
                         )));
                     }
                 };
